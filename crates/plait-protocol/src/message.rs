@@ -1,0 +1,312 @@
+//! The y-websocket message catalogue: `varUint messageType` then a payload.
+
+use bytes::Bytes;
+
+use crate::awareness::AwarenessUpdate;
+use crate::lib0::{var_len, write_buf, write_str, write_var, Reader};
+use crate::{validate, Error};
+
+/// Message type 0: document sync.
+pub const MESSAGE_SYNC: u64 = 0;
+/// Message type 1: awareness.
+pub const MESSAGE_AWARENESS: u64 = 1;
+/// Message type 2: auth (server to client: permission denied).
+pub const MESSAGE_AUTH: u64 = 2;
+/// Message type 3: query awareness.
+pub const MESSAGE_QUERY_AWARENESS: u64 = 3;
+
+/// Bounds applied while decoding untrusted frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of `Any` values and embedded JSON accepted in an update.
+    pub max_depth: usize,
+    /// Most client entries in one awareness update.
+    pub max_awareness_clients: usize,
+    /// Largest JSON state of one awareness entry, in bytes.
+    pub max_awareness_state_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_depth: 128,
+            max_awareness_clients: 16,
+            max_awareness_state_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// The sync sub-protocol. Payloads are slices of the received frame, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncMessage {
+    /// The sender's state vector; the receiver answers with [`SyncMessage::Step2`].
+    Step1(Bytes),
+    /// A v1 update holding what the receiver of a step 1 lacks.
+    Step2(Bytes),
+    /// An incremental v1 update.
+    Update(Bytes),
+}
+
+/// One decoded protocol message.
+///
+/// This mirrors `yrs::sync::Message` but keeps payloads as zero-copy [`Bytes`] and validates
+/// them on the way in; yrs's own reader trusts declared lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Type 0.
+    Sync(SyncMessage),
+    /// Type 1, decoded and bounded.
+    Awareness(AwarenessUpdate),
+    /// Type 2. Clients have no reason to send it; the server ignores it.
+    Auth,
+    /// Type 3: the receiver answers with every awareness state it knows.
+    QueryAwareness,
+    /// Any other type: the bytes after the type tag. Extensions live at tags 100..=127.
+    Custom {
+        /// The message type.
+        tag: u64,
+        /// Everything after the tag.
+        body: Bytes,
+    },
+}
+
+impl Message {
+    /// Decodes one frame. Bytes after the message are ignored, as stable clients do.
+    ///
+    /// # Errors
+    /// Any [`Error`] from the frame or from the validation of its payload.
+    pub fn decode(frame: &Bytes, limits: &Limits) -> Result<Self, Error> {
+        let mut r = Reader::new(frame);
+        match r.read_var()? {
+            MESSAGE_SYNC => {
+                let sub = r.read_var()?;
+                let start = r.position();
+                let payload = r.read_buf()?;
+                let offset = start + (r.position() - start - payload.len());
+                let payload_bytes = frame.slice(offset..offset + payload.len());
+                match sub {
+                    0 => {
+                        validate::state_vector(payload)?;
+                        Ok(Message::Sync(SyncMessage::Step1(payload_bytes)))
+                    }
+                    1 | 2 => {
+                        validate::update_v1(payload, limits.max_depth)?;
+                        Ok(Message::Sync(if sub == 1 {
+                            SyncMessage::Step2(payload_bytes)
+                        } else {
+                            SyncMessage::Update(payload_bytes)
+                        }))
+                    }
+                    tag => Err(Error::UnknownTag {
+                        what: "sync message",
+                        tag,
+                    }),
+                }
+            }
+            MESSAGE_AWARENESS => {
+                let payload = r.read_buf()?;
+                Ok(Message::Awareness(AwarenessUpdate::decode(
+                    payload,
+                    limits.max_awareness_clients,
+                    limits.max_awareness_state_bytes,
+                )?))
+            }
+            MESSAGE_AUTH => Ok(Message::Auth),
+            MESSAGE_QUERY_AWARENESS => Ok(Message::QueryAwareness),
+            tag => Ok(Message::Custom {
+                tag,
+                body: frame.slice(r.position()..),
+            }),
+        }
+    }
+}
+
+fn framed(tag: u64, sub: Option<u64>, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(2 + var_len(payload.len() as u64) + payload.len());
+    write_var(&mut out, tag);
+    if let Some(sub) = sub {
+        write_var(&mut out, sub);
+    }
+    write_buf(&mut out, payload);
+    Bytes::from(out)
+}
+
+/// `[0, 0, sv]`: sync step 1 carrying an encoded state vector.
+pub fn encode_sync_step1(state_vector: &[u8]) -> Bytes {
+    framed(MESSAGE_SYNC, Some(0), state_vector)
+}
+
+/// `[0, 1, update]`: sync step 2 carrying what the peer lacks.
+pub fn encode_sync_step2(update: &[u8]) -> Bytes {
+    framed(MESSAGE_SYNC, Some(1), update)
+}
+
+/// `[0, 2, update]`: an incremental update.
+pub fn encode_update(update: &[u8]) -> Bytes {
+    framed(MESSAGE_SYNC, Some(2), update)
+}
+
+/// `[1, update]`: an awareness update (see [`crate::awareness::encode_entries`]).
+pub fn encode_awareness(update: &[u8]) -> Bytes {
+    framed(MESSAGE_AWARENESS, None, update)
+}
+
+/// `[3]`: ask the peer for every awareness state it knows.
+pub fn encode_query_awareness() -> Bytes {
+    Bytes::from_static(&[MESSAGE_QUERY_AWARENESS as u8])
+}
+
+/// `[2, 0, reason]`: permission denied, which stock clients log as a warning.
+pub fn encode_permission_denied(reason: &str) -> Bytes {
+    let mut out = Vec::with_capacity(3 + reason.len());
+    write_var(&mut out, MESSAGE_AUTH);
+    write_var(&mut out, 0);
+    write_str(&mut out, reason);
+    Bytes::from(out)
+}
+
+/// `[tag, payload]`: an extension message (tags 100..=127).
+pub fn encode_custom(tag: u64, payload: &[u8]) -> Bytes {
+    framed(tag, None, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AwarenessEntry;
+
+    fn decode(bytes: &[u8]) -> Result<Message, Error> {
+        Message::decode(&Bytes::copy_from_slice(bytes), &Limits::default())
+    }
+
+    // Examples produced by yjs 13.6.33 with client id 1234567 (PROTOCOL.md section 3), e.g.
+    // `syncProtocol.writeUpdate(enc, Y.encodeStateAsUpdate(doc))` after `text.insert(0, 'hi')`.
+    const STEP1_EMPTY: &[u8] = &[0x00, 0x00, 0x01, 0x00];
+    const STEP2_EMPTY: &[u8] = &[0x00, 0x01, 0x02, 0x00, 0x00];
+    const STEP1_HI: &[u8] = &[0x00, 0x00, 0x05, 0x01, 0x87, 0xad, 0x4b, 0x02];
+    const UPDATE_HI: &[u8] = &[
+        0x00, 0x02, 0x0e, 0x01, 0x01, 0x87, 0xad, 0x4b, 0x00, 0x04, 0x01, 0x01, 0x74, 0x02, 0x68,
+        0x69, 0x00,
+    ];
+    const AWARENESS_A: &[u8] = &[
+        0x01, 0x1b, 0x01, 0x87, 0xad, 0x4b, 0x01, 0x15, 0x7b, 0x22, 0x75, 0x73, 0x65, 0x72, 0x22,
+        0x3a, 0x7b, 0x22, 0x6e, 0x61, 0x6d, 0x65, 0x22, 0x3a, 0x22, 0x61, 0x22, 0x7d, 0x7d,
+    ];
+    const DENIED_NO: &[u8] = &[0x02, 0x00, 0x02, 0x6e, 0x6f];
+
+    #[test]
+    fn decodes_and_reencodes_the_js_examples() {
+        let Ok(Message::Sync(SyncMessage::Step1(sv))) = decode(STEP1_EMPTY) else {
+            panic!("step 1")
+        };
+        assert_eq!(encode_sync_step1(&sv), STEP1_EMPTY);
+        let Ok(Message::Sync(SyncMessage::Step2(u))) = decode(STEP2_EMPTY) else {
+            panic!("step 2")
+        };
+        assert_eq!(encode_sync_step2(&u), STEP2_EMPTY);
+        let Ok(Message::Sync(SyncMessage::Step1(sv))) = decode(STEP1_HI) else {
+            panic!("step 1 hi")
+        };
+        assert_eq!(encode_sync_step1(&sv), STEP1_HI);
+        let Ok(Message::Sync(SyncMessage::Update(u))) = decode(UPDATE_HI) else {
+            panic!("update")
+        };
+        assert_eq!(encode_update(&u), UPDATE_HI);
+        let Ok(Message::Awareness(a)) = decode(AWARENESS_A) else {
+            panic!("awareness")
+        };
+        assert_eq!(
+            a.entries,
+            vec![AwarenessEntry {
+                client: 1234567,
+                clock: 1,
+                state: r#"{"user":{"name":"a"}}"#.into()
+            }]
+        );
+        assert_eq!(encode_awareness(&a.encode()), AWARENESS_A);
+        assert_eq!(decode(&[0x03]), Ok(Message::QueryAwareness));
+        assert_eq!(encode_query_awareness(), &[0x03][..]);
+        assert_eq!(encode_permission_denied("no"), DENIED_NO);
+        assert_eq!(decode(DENIED_NO), Ok(Message::Auth));
+    }
+
+    #[test]
+    fn yrs_decodes_what_we_pass() {
+        use yrs::updates::decoder::Decode;
+        let Ok(Message::Sync(SyncMessage::Update(u))) = decode(UPDATE_HI) else {
+            panic!("update")
+        };
+        let update = yrs::Update::decode_v1(&u).unwrap();
+        let doc = yrs::Doc::new();
+        use yrs::{GetString, Transact};
+        let text = doc.get_or_insert_text("t");
+        doc.transact_mut().apply_update(update).unwrap();
+        assert_eq!(text.get_string(&doc.transact()), "hi");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        for example in [STEP1_HI, UPDATE_HI, AWARENESS_A, STEP2_EMPTY] {
+            for cut in 0..example.len() {
+                assert!(
+                    decode(&example[..cut]).is_err(),
+                    "cut at {cut} of {example:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn custom_tags_keep_their_body() {
+        let frame = encode_custom(100, b"xyz");
+        let Ok(Message::Custom { tag: 100, body }) = decode(&frame) else {
+            panic!("custom")
+        };
+        assert_eq!(body, &[3, b'x', b'y', b'z'][..]);
+    }
+
+    #[test]
+    fn allocation_bomb_state_vector_is_refused() {
+        // Sync step 1 whose 5-byte state vector declares 2^32 entries.
+        let frame = [0x00, 0x00, 0x05, 0x80, 0x80, 0x80, 0x80, 0x10];
+        assert!(matches!(decode(&frame), Err(Error::CountTooLarge { .. })));
+    }
+
+    #[test]
+    fn deeply_nested_any_is_refused() {
+        // One client, one struct: an item in root map "m" under key "k" whose Any content is
+        // an array nested 10,000 levels deep.
+        let mut update = vec![1, 1];
+        write_var(&mut update, 7); // client
+        update.push(0); // clock
+        update.push(8 | 0x20); // Any content, with parent sub
+        update.push(1); // parent is named
+        write_str(&mut update, "m");
+        write_str(&mut update, "k");
+        update.push(1); // one Any value
+        for _ in 0..10_000 {
+            update.extend_from_slice(&[117, 1]);
+        }
+        update.push(126);
+        update.push(0); // empty delete set
+        let frame = encode_update(&update);
+        assert_eq!(decode(&frame), Err(Error::TooDeep(128)));
+        // The same shape 100 deep is fine.
+        let mut ok = update[..11].to_vec();
+        for _ in 0..100 {
+            ok.extend_from_slice(&[117, 1]);
+        }
+        ok.extend_from_slice(&[126, 0]);
+        assert!(decode(&encode_update(&ok)).is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_embedded_json_is_refused() {
+        let mut update = vec![1, 1, 7, 0, 5, 1];
+        write_str(&mut update, "t");
+        let json = "[".repeat(1000) + &"]".repeat(1000);
+        write_str(&mut update, &json);
+        update.push(0);
+        assert_eq!(decode(&encode_update(&update)), Err(Error::TooDeep(128)));
+    }
+}

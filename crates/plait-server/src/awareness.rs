@@ -1,0 +1,202 @@
+//! The room's awareness table: who is present, with the clock rules of y-protocols.
+//!
+//! Kept by the room actor alone (no locks). States stay opaque JSON text.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use plait_protocol::AwarenessEntry;
+
+use crate::room::ConnId;
+
+/// Remote states not renewed for this long are removed, as every y-protocols peer does.
+pub(crate) const OUTDATED_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client id held by another connection may be claimed once its state has gone this long
+/// without renewal (live clients renew every 15 s): a client that reconnected before the server
+/// noticed its old socket was dead gets its presence back without waiting for expiry.
+pub(crate) const TAKEOVER_AFTER: Duration = Duration::from_secs(16);
+/// Most client ids one connection may publish (a provider uses one; a few allow for tabs
+/// that relay through one socket). Entries past it are ignored.
+pub(crate) const MAX_CLIENTS_PER_CONN: usize = 4;
+
+#[derive(Debug)]
+struct Entry {
+    clock: u64,
+    /// JSON text; `"null"` once removed (the clock is kept to order later updates).
+    state: String,
+    updated: Instant,
+    owner: ConnId,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Awareness {
+    entries: HashMap<u64, Entry>,
+}
+
+impl Awareness {
+    /// Applies entries sent by `conn` and returns the ones accepted, to broadcast.
+    ///
+    /// An entry is accepted when its clock is newer, or equal with a removal of a present state
+    /// (`applyAwarenessUpdate`). Entries for a client id owned by another connection, and new
+    /// ids past [`MAX_CLIENTS_PER_CONN`], are ignored: a connection speaks only for itself.
+    pub(crate) fn apply(
+        &mut self,
+        conn: ConnId,
+        entries: Vec<AwarenessEntry>,
+        now: Instant,
+    ) -> Vec<AwarenessEntry> {
+        let mut accepted = Vec::new();
+        for e in entries {
+            match self.entries.get_mut(&e.client) {
+                Some(cur)
+                    if cur.owner != conn
+                        && cur.state != "null"
+                        && now.duration_since(cur.updated) < TAKEOVER_AFTER =>
+                {
+                    continue
+                }
+                Some(cur) => {
+                    let newer = e.clock > cur.clock;
+                    let removal = e.clock == cur.clock && e.is_removal() && cur.state != "null";
+                    if !(newer || removal) {
+                        continue;
+                    }
+                    cur.clock = e.clock;
+                    cur.state.clone_from(&e.state);
+                    cur.updated = now;
+                    cur.owner = conn;
+                }
+                None => {
+                    if self.owned_by(conn) >= MAX_CLIENTS_PER_CONN {
+                        continue;
+                    }
+                    self.entries.insert(
+                        e.client,
+                        Entry {
+                            clock: e.clock,
+                            state: e.state.clone(),
+                            updated: now,
+                            owner: conn,
+                        },
+                    );
+                }
+            }
+            accepted.push(e);
+        }
+        accepted
+    }
+
+    fn owned_by(&self, conn: ConnId) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.owner == conn && e.state != "null")
+            .count()
+    }
+
+    /// Removes every state `conn` published; returns the removals to broadcast.
+    pub(crate) fn remove_conn(&mut self, conn: ConnId) -> Vec<AwarenessEntry> {
+        let mut removed = Vec::new();
+        for (client, e) in self.entries.iter_mut() {
+            if e.owner == conn && e.state != "null" {
+                removed.push(Self::mark_removed(*client, e));
+            }
+        }
+        self.entries.retain(|_, e| e.owner != conn);
+        removed
+    }
+
+    /// Removes states not renewed within [`OUTDATED_TIMEOUT`]; returns the removals.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<AwarenessEntry> {
+        let mut removed = Vec::new();
+        for (client, e) in self.entries.iter_mut() {
+            if e.state != "null" && now.duration_since(e.updated) >= OUTDATED_TIMEOUT {
+                removed.push(Self::mark_removed(*client, e));
+            }
+        }
+        removed
+    }
+
+    fn mark_removed(client: u64, e: &mut Entry) -> AwarenessEntry {
+        e.clock += 1;
+        e.state = "null".into();
+        AwarenessEntry {
+            client,
+            clock: e.clock,
+            state: e.state.clone(),
+        }
+    }
+
+    /// Every present state, for a joining connection or a query.
+    pub(crate) fn states(&self) -> Vec<AwarenessEntry> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.state != "null")
+            .map(|(client, e)| AwarenessEntry {
+                client: *client,
+                clock: e.clock,
+                state: e.state.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(client: u64, clock: u64, state: &str) -> AwarenessEntry {
+        AwarenessEntry {
+            client,
+            clock,
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn follows_the_clock_rules() {
+        let mut a = Awareness::default();
+        let t = Instant::now();
+        assert_eq!(a.apply(1, vec![entry(7, 1, "{}")], t).len(), 1);
+        // Same clock, not a removal: stale.
+        assert!(a.apply(1, vec![entry(7, 1, r#"{"x":1}"#)], t).is_empty());
+        // Newer clock wins.
+        assert_eq!(a.apply(1, vec![entry(7, 2, r#"{"x":1}"#)], t).len(), 1);
+        // Same clock removal wins.
+        assert_eq!(a.apply(1, vec![entry(7, 2, "null")], t).len(), 1);
+        assert!(a.states().is_empty());
+    }
+
+    #[test]
+    fn a_connection_cannot_speak_for_another() {
+        let mut a = Awareness::default();
+        let t = Instant::now();
+        a.apply(1, vec![entry(7, 1, "{}")], t);
+        assert!(a.apply(2, vec![entry(7, 5, r#"{"evil":1}"#)], t).is_empty());
+        assert_eq!(a.states()[0].state, "{}");
+        // Once the owner has gone quiet, a reconnected client may claim its id back.
+        let later = t + TAKEOVER_AFTER;
+        assert_eq!(a.apply(2, vec![entry(7, 5, "{}")], later).len(), 1);
+    }
+
+    #[test]
+    fn caps_client_ids_per_connection() {
+        let mut a = Awareness::default();
+        let t = Instant::now();
+        let many: Vec<_> = (0..10).map(|c| entry(c, 1, "{}")).collect();
+        assert_eq!(a.apply(1, many, t).len(), MAX_CLIENTS_PER_CONN);
+    }
+
+    #[test]
+    fn removal_on_close_and_expiry() {
+        let mut a = Awareness::default();
+        let t = Instant::now();
+        a.apply(1, vec![entry(7, 3, "{}")], t);
+        a.apply(2, vec![entry(8, 1, "{}")], t);
+        let removed = a.remove_conn(1);
+        assert_eq!(removed, vec![entry(7, 4, "null")]);
+        assert_eq!(a.states().len(), 1);
+        assert!(a.expire(t + Duration::from_secs(29)).is_empty());
+        assert_eq!(a.expire(t + OUTDATED_TIMEOUT), vec![entry(8, 2, "null")]);
+        assert!(a.states().is_empty());
+    }
+}

@@ -1,0 +1,171 @@
+//! Server configuration: one typed struct, parsed once by clap from flags and `PLAIT_*`
+//! environment variables, then split into the sub-configs each part needs.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// When an update is made durable relative to being broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Committed to the store (fsync'd) before anyone else receives it. The default.
+    Strict,
+    /// Broadcast first, committed within `--flush-interval-ms`. A crash may lose that window
+    /// of edits on the server; clients that still hold them resend them when they reconnect.
+    RelaxedMayLoseRecentEdits,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `plait serve` can be told.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "PLAIT_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one and logs it).
+    #[arg(long, env = "PLAIT_PORT", default_value_t = 1234)]
+    pub port: u16,
+
+    /// Where rooms are stored: sqlite://PATH (created if missing) or memory: (nothing kept).
+    #[arg(long, env = "PLAIT_STORE", default_value = "sqlite://data/plait.db")]
+    pub store: String,
+
+    /// strict: commit before broadcast. relaxed-may-lose-recent-edits: broadcast first, commit
+    /// within --flush-interval-ms.
+    #[arg(long, env = "PLAIT_DURABILITY", value_enum, default_value_t = Durability::Strict)]
+    pub durability: Durability,
+
+    /// With relaxed durability, the longest an update waits before it is committed.
+    #[arg(long, env = "PLAIT_FLUSH_INTERVAL_MS", default_value_t = 100)]
+    pub flush_interval_ms: u64,
+
+    /// Compact a room's log into a snapshot once it holds this many updates.
+    #[arg(long, env = "PLAIT_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
+    pub compact_after_updates: u64,
+
+    /// Compact a room's log into a snapshot once it holds this many bytes.
+    #[arg(long, env = "PLAIT_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub compact_after_bytes: u64,
+
+    /// Unload a room this long after its last member left (it is flushed first).
+    #[arg(long, env = "PLAIT_ROOM_IDLE_MS", default_value_t = 10_000)]
+    pub room_idle_ms: u64,
+
+    /// Most rooms loaded at once; idle rooms are unloaded first, then new rooms are refused
+    /// (close code 1013, the client retries).
+    #[arg(long, env = "PLAIT_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
+    /// Largest WebSocket message (and frame) accepted; larger ones close the connection with
+    /// code 1009.
+    #[arg(long, env = "PLAIT_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Longest room name, in bytes after percent-decoding; longer names are refused with 414.
+    #[arg(long, env = "PLAIT_MAX_ROOM_NAME_BYTES", default_value_t = 256)]
+    pub max_room_name_bytes: usize,
+
+    /// Frames queued for one connection before it counts as a slow consumer and is closed
+    /// (code 1013; the client reconnects and resyncs).
+    #[arg(long, env = "PLAIT_OUTBOX_FRAMES", default_value_t = 1024)]
+    pub outbox_frames: usize,
+
+    /// Bytes of updates with missing dependencies a room may hold; past it they are dropped
+    /// and their senders asked to resync.
+    #[arg(long, env = "PLAIT_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Largest awareness state of one client, in bytes; larger ones close the connection.
+    #[arg(long, env = "PLAIT_MAX_AWARENESS_BYTES", default_value_t = 8 * 1024)]
+    pub max_awareness_bytes: usize,
+
+    /// Interval of WebSocket pings; a peer silent for two intervals is closed as dead.
+    #[arg(long, env = "PLAIT_PING_INTERVAL_MS", default_value_t = 30_000)]
+    pub ping_interval_ms: u64,
+
+    /// How long shutdown waits for rooms to flush before exiting anyway.
+    #[arg(long, env = "PLAIT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub shutdown_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "PLAIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The configuration with every default, as `plait serve` with no flags would have it,
+    /// ignoring `PLAIT_*` variables (for tests).
+    pub fn defaults() -> Self {
+        Self::parse_with(|cmd| cmd.mut_args(|a| a.env(None::<&str>)))
+    }
+
+    fn parse_with(adjust: impl FnOnce(clap::Command) -> clap::Command) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let cmd = adjust(<Wrapper as clap::CommandFactory>::command().name("plait"));
+        let matches = cmd.get_matches_from(["plait"]);
+        match <Wrapper as clap::FromArgMatches>::from_arg_matches(&matches) {
+            Ok(w) => w.config,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// Checks values that clap cannot.
+    ///
+    /// # Errors
+    /// A message naming the flag and what to do.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.outbox_frames == 0 {
+            return Err("--outbox-frames must be at least 1".into());
+        }
+        if self.max_rooms == 0 {
+            return Err("--max-rooms must be at least 1".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("--max-message-bytes must be at least 1024".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return Err("--flush-interval-ms must be at least 1".into());
+        }
+        if self.ping_interval_ms < 100 {
+            return Err("--ping-interval-ms must be at least 100".into());
+        }
+        Ok(())
+    }
+
+    /// What each room actor needs.
+    pub(crate) fn room(&self) -> RoomConfig {
+        RoomConfig {
+            durability: self.durability,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            compact_after_updates: self.compact_after_updates,
+            compact_after_bytes: self.compact_after_bytes,
+            idle_grace: Duration::from_millis(self.room_idle_ms),
+            max_pending_bytes: self.max_pending_bytes,
+        }
+    }
+}
+
+/// The part of [`Config`] a room actor uses.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomConfig {
+    pub(crate) durability: Durability,
+    pub(crate) flush_interval: Duration,
+    pub(crate) compact_after_updates: u64,
+    pub(crate) compact_after_bytes: u64,
+    pub(crate) idle_grace: Duration,
+    pub(crate) max_pending_bytes: usize,
+}

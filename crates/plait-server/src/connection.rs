@@ -1,0 +1,287 @@
+//! One WebSocket connection: a reader that decodes frames and forwards them to the room, and a
+//! writer that drains the connection's outbox, many frames per flush.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use plait_protocol::{Message, SyncMessage};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, Instrument};
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, Update};
+
+use crate::hub::HubError;
+use crate::metrics as m;
+use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::Shared;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+const PROTOCOL_ERROR: Close = Close {
+    code: 1007,
+    reason: "malformed message",
+};
+const TOO_BIG: Close = Close {
+    code: 1009,
+    reason: "message too big",
+};
+const ROOMS_FULL: Close = Close {
+    code: 1013,
+    reason: "server at room capacity: try again later",
+};
+const DEAD_PEER: Close = Close {
+    code: 1001,
+    reason: "no pong",
+};
+
+/// Serves one upgraded socket until either side closes it.
+pub(crate) async fn serve(socket: WebSocket, room: String, shared: Arc<Shared>) {
+    let conn: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", conn, room = %room);
+    async move {
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        let (sink, stream) = socket.split();
+        let (outbox_tx, outbox_rx) = mpsc::channel(shared.outbox_frames);
+        let (control_tx, control_rx) = mpsc::channel(1);
+        // Milliseconds since `epoch` when the peer was last heard from; read by the writer to
+        // find dead peers.
+        let epoch = Instant::now();
+        let last_heard = Arc::new(AtomicU64::new(0));
+        let writer = tokio::spawn(
+            write_loop(
+                sink,
+                outbox_rx,
+                control_rx,
+                WriterClock {
+                    epoch,
+                    last_heard: last_heard.clone(),
+                    ping_interval: shared.ping_interval,
+                },
+            )
+            .in_current_span(),
+        );
+        let mut link = Some(MemberLink {
+            outbox: outbox_tx,
+            control: control_tx.clone(),
+        });
+        match join(&shared, &room, conn, &mut link).await {
+            Ok(handle) => {
+                debug!("connected");
+                read_loop(
+                    stream,
+                    &handle,
+                    conn,
+                    &shared,
+                    &control_tx,
+                    epoch,
+                    &last_heard,
+                )
+                .await;
+                let _ = handle.tx.send(RoomCmd::Leave { conn }).await;
+            }
+            Err(close) => {
+                metrics::counter!(m::REFUSED, "reason" => close.reason).increment(1);
+                info!(reason = close.reason, "refused");
+                let _ = control_tx.try_send(close);
+            }
+        }
+        drop(link);
+        drop(control_tx);
+        let _ = writer.await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        debug!("disconnected");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Joins the room, asking the hub again if the instance it found was unloading.
+async fn join(
+    shared: &Arc<Shared>,
+    room: &str,
+    conn: ConnId,
+    link: &mut Option<MemberLink>,
+) -> Result<RoomHandle, Close> {
+    loop {
+        let handle = shared.hub.get_or_spawn(room, shared).map_err(|e| match e {
+            HubError::Full => ROOMS_FULL,
+            HubError::ShuttingDown => Close::GOING_AWAY,
+        })?;
+        let (joined_tx, joined_rx) = oneshot::channel();
+        let Some(l) = link.take() else {
+            return Err(Close::GOING_AWAY);
+        };
+        // Keep clones so a refused join can be retried with the same channels.
+        let retry = MemberLink {
+            outbox: l.outbox.clone(),
+            control: l.control.clone(),
+        };
+        let cmd = RoomCmd::Join {
+            conn,
+            link: l,
+            joined: joined_tx,
+        };
+        if handle.tx.send(cmd).await.is_ok() && joined_rx.await.is_ok() {
+            return Ok(handle);
+        }
+        if shared.shutdown.is_cancelled() {
+            return Err(Close::GOING_AWAY);
+        }
+        *link = Some(retry);
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    room: &RoomHandle,
+    conn: ConnId,
+    shared: &Shared,
+    control: &mpsc::Sender<Close>,
+    epoch: Instant,
+    last_heard: &AtomicU64,
+) {
+    while let Some(frame) = stream.next().await {
+        last_heard.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let data = match frame {
+            Ok(WsMessage::Binary(data)) => data,
+            Ok(WsMessage::Close(_)) => return,
+            Ok(WsMessage::Text(_)) => {
+                // Not part of the protocol; the reference server ignores it too.
+                debug!("ignoring text frame");
+                continue;
+            }
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+            Err(e) => {
+                let close = if is_capacity_error(&e) {
+                    metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "too_big").increment(1);
+                    TOO_BIG
+                } else {
+                    return;
+                };
+                info!(error = %e, "closing connection");
+                let _ = control.try_send(close);
+                return;
+            }
+        };
+        metrics::counter!(m::BYTES_IN).increment(data.len() as u64);
+        let inbound = match decode(&data, shared) {
+            Ok(Some(inbound)) => inbound,
+            Ok(None) => continue,
+            Err(e) => {
+                metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "malformed").increment(1);
+                info!(error = %e, "malformed message; closing connection");
+                let _ = control.try_send(PROTOCOL_ERROR);
+                return;
+            }
+        };
+        if room
+            .tx
+            .send(RoomCmd::Inbound { conn, msg: inbound })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(t) = s.downcast_ref::<tungstenite::Error>() {
+            return matches!(t, tungstenite::Error::Capacity(_));
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Decodes and validates one frame into what the room needs; `None` for messages the server
+/// ignores (auth from a client, unknown extensions).
+fn decode(data: &Bytes, shared: &Shared) -> Result<Option<Inbound>, String> {
+    let message = Message::decode(data, &shared.limits).map_err(|e| e.to_string())?;
+    Ok(Some(match message {
+        Message::Sync(SyncMessage::Step1(sv)) => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "sync_step1").increment(1);
+            Inbound::Step1(StateVector::decode_v1(&sv).map_err(|e| e.to_string())?)
+        }
+        Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "update").increment(1);
+            Inbound::Update(Update::decode_v1(&u).map_err(|e| e.to_string())?)
+        }
+        Message::Awareness(a) => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "awareness").increment(1);
+            Inbound::Awareness(a.entries)
+        }
+        Message::QueryAwareness => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "query_awareness").increment(1);
+            Inbound::QueryAwareness
+        }
+        Message::Auth | Message::Custom { .. } => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "ignored").increment(1);
+            return Ok(None);
+        }
+    }))
+}
+
+struct WriterClock {
+    epoch: Instant,
+    last_heard: Arc<AtomicU64>,
+    ping_interval: Duration,
+}
+
+/// Drains the outbox into the socket, feeding every queued frame before one flush. Ends after
+/// sending a close frame, when every sender of the outbox is gone, or on a write error.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, WsMessage>,
+    mut outbox: mpsc::Receiver<Bytes>,
+    mut control: mpsc::Receiver<Close>,
+    clock: WriterClock,
+) {
+    let mut ping = tokio::time::interval(clock.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut batch = Vec::with_capacity(64);
+    let close = loop {
+        tokio::select! {
+            biased;
+            close = control.recv() => break close,
+            n = outbox.recv_many(&mut batch, 64) => {
+                if n == 0 {
+                    break None;
+                }
+                for frame in batch.drain(..) {
+                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                let silent_ms = (clock.epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(clock.last_heard.load(Ordering::Relaxed));
+                if silent_ms > 2 * clock.ping_interval.as_millis() as u64 {
+                    break Some(DEAD_PEER);
+                }
+                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let frame = close.map(|c| CloseFrame {
+        code: c.code,
+        reason: c.reason.into(),
+    });
+    let _ = sink.send(WsMessage::Close(frame)).await;
+    let _ = sink.close().await;
+}

@@ -1,0 +1,183 @@
+//! The HTTP surface: WebSocket rooms at `/{room}`, health, metrics, and the demo page.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use include_dir::{include_dir, Dir};
+
+use crate::connection;
+use crate::Shared;
+
+/// The web demo's built files, embedded at compile time (see web-demo/README.md).
+static DEMO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../web-demo/dist");
+
+/// The router, without a socket: tests drive it with `oneshot`.
+pub(crate) fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(room_or_file)
+        .with_state(shared)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
+            .into_response();
+    }
+    let ping = tokio::time::timeout(Duration::from_secs(2), shared.store.ping()).await;
+    match ping {
+        Ok(Ok(())) if shared.store_healthy.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        Ok(Ok(())) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: recent commits failed; updates are held and retried\n",
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: store unreachable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: store did not answer within 2 s\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Why a room name from a URL was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RoomNameError {
+    Empty,
+    TooLong,
+    NotUtf8,
+}
+
+/// The room a WebSocket URL names: the path after the leading `/`, slashes included, query
+/// string removed (the reference server's rule), then percent-decoded once. So `/a%20b/c?x=1`
+/// is the room `a b/c`.
+pub(crate) fn room_name(path: &str, max_bytes: usize) -> Result<String, RoomNameError> {
+    let raw = path.strip_prefix('/').unwrap_or(path);
+    let name = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| RoomNameError::NotUtf8)?;
+    if name.is_empty() {
+        return Err(RoomNameError::Empty);
+    }
+    if name.len() > max_bytes {
+        return Err(RoomNameError::TooLong);
+    }
+    Ok(name.into_owned())
+}
+
+async fn room_or_file(
+    State(shared): State<Arc<Shared>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: Uri,
+) -> Response {
+    let Ok(mut ws) = ws else {
+        return file(uri.path());
+    };
+    let room = match room_name(uri.path(), shared.max_room_name_bytes) {
+        Ok(room) => room,
+        Err(e) => {
+            let (status, msg) = match e {
+                RoomNameError::Empty => (
+                    StatusCode::BAD_REQUEST,
+                    "name a room in the path: ws://HOST/ROOM",
+                ),
+                RoomNameError::TooLong => (StatusCode::URI_TOO_LONG, "room name too long"),
+                RoomNameError::NotUtf8 => (
+                    StatusCode::BAD_REQUEST,
+                    "room name is not valid UTF-8 after percent-decoding",
+                ),
+            };
+            return (status, msg).into_response();
+        }
+    };
+    // A client that offers subprotocols must get one back, or browsers fail the handshake.
+    let first = ws.requested_protocols().next().cloned();
+    if let Some(first) = first {
+        ws.set_selected_protocol(first);
+    }
+    let max = shared.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            let tracker = shared.tracker.clone();
+            tracker.track_future(connection::serve(socket, room, shared))
+        })
+}
+
+fn file(path: &str) -> Response {
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "index.html" } else { rel };
+    let Some(f) = DEMO.get_file(rel) else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    let mime = match rel.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("json") => "application/json",
+        Some("wasm") => "application/wasm",
+        _ => "application/octet-stream",
+    };
+    // Hashed asset names never change content; the page itself must be revalidated.
+    let cache = if rel.starts_with("assets/") {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    (
+        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache)],
+        f.contents(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_follow_the_reference_rule_then_decode() {
+        assert_eq!(room_name("/my-room", 256).unwrap(), "my-room");
+        assert_eq!(room_name("/a%20b/c", 256).unwrap(), "a b/c");
+        assert_eq!(room_name("/", 256), Err(RoomNameError::Empty));
+        assert_eq!(room_name("/%ff", 256), Err(RoomNameError::NotUtf8));
+        assert_eq!(
+            room_name(&format!("/{}", "x".repeat(300)), 256),
+            Err(RoomNameError::TooLong)
+        );
+    }
+}

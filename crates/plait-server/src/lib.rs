@@ -1,0 +1,132 @@
+//! The plait server: y-websocket rooms over axum, durable through a [`plait_store::Store`].
+//!
+//! Components, in reading order:
+//! - [`config`]: the typed configuration ([`Config`]).
+//! - `http`: the router: WebSocket upgrade at `/{room}`, `/healthz`, `/readyz`, `/metrics`,
+//!   the embedded demo.
+//! - `connection`: one socket: a reader that decodes and forwards, a writer that drains.
+//! - `hub`: the registry of loaded rooms.
+//! - `room`: the room actor that owns a document, its awareness and its members.
+//! - `awareness`: the awareness table with y-protocols' clock rules.
+//! - `metrics`: metric names and the Prometheus recorder.
+//!
+//! Entry point: [`run`].
+
+mod awareness;
+pub mod config;
+mod connection;
+mod http;
+mod hub;
+mod metrics;
+mod room;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use plait_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{Config, Durability, LogFormat};
+
+/// What every task of one server shares. Immutable but for the atomics.
+pub(crate) struct Shared {
+    store: Arc<dyn Store>,
+    hub: hub::Hub,
+    room: config::RoomConfig,
+    limits: plait_protocol::Limits,
+    outbox_frames: usize,
+    ping_interval: Duration,
+    max_message_bytes: usize,
+    max_room_name_bytes: usize,
+    shutdown_timeout_ms: u64,
+    /// Cancelled once, when the server starts shutting down; rooms flush and close on it.
+    shutdown: CancellationToken,
+    /// Every room task and connection task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// False after a failed commit or load, true after a successful one (for `/readyz`).
+    store_healthy: AtomicBool,
+    metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("store", &self.store)
+            .field("rooms", &self.hub.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn set_store_healthy(&self, healthy: bool) {
+        self.store_healthy
+            .store(healthy, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting, flushes every room, closes every
+/// socket with 1001 (going away) and returns, waiting at most `--shutdown-timeout-ms`.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = CancellationToken::new();
+    let shared = Arc::new(Shared {
+        store,
+        hub: hub::Hub::new(config.max_rooms),
+        room: config.room(),
+        limits: plait_protocol::Limits {
+            max_awareness_state_bytes: config.max_awareness_bytes,
+            ..plait_protocol::Limits::default()
+        },
+        outbox_frames: config.outbox_frames,
+        ping_interval: Duration::from_millis(config.ping_interval_ms),
+        max_message_bytes: config.max_message_bytes,
+        max_room_name_bytes: config.max_room_name_bytes,
+        shutdown_timeout_ms: config.shutdown_timeout_ms,
+        shutdown: token.clone(),
+        tracker: TaskTracker::new(),
+        store_healthy: AtomicBool::new(true),
+        metrics: metrics::handle(),
+    });
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: flushing rooms and closing connections");
+        trigger.cancel();
+    });
+    let app = http::app(shared.clone());
+    let listener = listener.tap_io(|tcp| {
+        // Without TCP_NODELAY small frames wait for ACKs (Nagle), adding tens of ms.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.clone().cancelled_owned())
+    .await?;
+    shared.tracker.close();
+    let deadline = Duration::from_millis(config.shutdown_timeout_ms);
+    if tokio::time::timeout(deadline, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("shutdown deadline passed; exiting with tasks still running");
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Metric names, and the Prometheus recorder behind `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub(crate) const CONNECTIONS: &str = "plait_connections";
+/// Rooms loaded in memory (gauge).
+pub(crate) const ROOMS_LOADED: &str = "plait_rooms_loaded";
+/// Protocol messages received, by type.
+pub(crate) const MESSAGES_IN: &str = "plait_messages_in_total";
+/// Bytes of protocol messages received.
+pub(crate) const BYTES_IN: &str = "plait_bytes_in_total";
+/// Frames queued to connections.
+pub(crate) const MESSAGES_OUT: &str = "plait_messages_out_total";
+/// Bytes of frames queued to connections.
+pub(crate) const BYTES_OUT: &str = "plait_bytes_out_total";
+/// Time of one store commit (one batch), in seconds.
+pub(crate) const COMMIT_SECONDS: &str = "plait_commit_seconds";
+/// Commits that failed (they are retried).
+pub(crate) const COMMIT_FAILURES: &str = "plait_commit_failures_total";
+/// Connections closed because their outbox was full.
+pub(crate) const SLOW_CONSUMER_CLOSES: &str = "plait_slow_consumer_closes_total";
+/// Input refused, by reason.
+pub(crate) const PROTOCOL_ERRORS: &str = "plait_protocol_errors_total";
+/// Stored updates that did not decode at load and were skipped.
+pub(crate) const STORED_UPDATES_SKIPPED: &str = "plait_stored_updates_skipped_total";
+/// Log compactions written.
+pub(crate) const COMPACTIONS: &str = "plait_compactions_total";
+/// Connections refused before joining a room, by reason.
+pub(crate) const REFUSED: &str = "plait_connections_refused_total";
+
+/// Installs the process-wide recorder once and returns the handle that renders it. Several
+/// servers in one process (tests) share it.
+pub(crate) fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(COMMIT_SECONDS.into()),
+                    &[
+                        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    ],
+                )
+                .expect("static bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours stays detached and
+            // /metrics shows nothing, which is visible rather than fatal.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}

@@ -1,0 +1,678 @@
+//! The room actor: the only owner of a room's document, awareness and members.
+//!
+//! A room drains its inbox in batches. Per batch: apply every update to the document in one
+//! transaction, commit the resulting update to the store (strict durability), then broadcast it
+//! and answer everything else in arrival order. So a client never receives an edit that is not
+//! yet durable, and the cost of a commit is paid once per batch, not once per update.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plait_protocol::awareness::encode_entries;
+use plait_protocol::message::{
+    encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
+};
+use plait_protocol::AwarenessEntry;
+use plait_store::{Snapshot, SnapshotKind, StoredRoom};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn, Instrument};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
+
+use crate::awareness::Awareness;
+use crate::config::Durability;
+use crate::metrics as m;
+use crate::Shared;
+
+/// Identifies one WebSocket connection for the life of the process.
+pub(crate) type ConnId = u64;
+
+/// Commands a room's inbox accepts before it drains them in one batch.
+const MAX_BATCH: usize = 512;
+/// Bound on the inbox. Connection readers `send().await` into it, so a full inbox pushes back
+/// on their sockets (TCP flow control reaches the clients) instead of growing memory.
+pub(crate) const INBOX_CAPACITY: usize = 1024;
+/// Uncommitted update bytes a room holds while its store is failing; past this, writers are
+/// closed with 1013 (try again later) and keep their edits for the next connection.
+const MAX_UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
+/// First retry delay after a failed commit; doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How often a room checks awareness expiry, idleness and retries.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Why the server closes a connection: a WebSocket close code and a reason for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Close {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+}
+
+impl Close {
+    pub(crate) const SLOW_CONSUMER: Close = Close {
+        code: 1013,
+        reason: "slow consumer: reconnect to resync",
+    };
+    pub(crate) const GOING_AWAY: Close = Close {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    pub(crate) const STORE_UNAVAILABLE: Close = Close {
+        code: 1013,
+        reason: "storage unavailable: try again later",
+    };
+    pub(crate) const BAD_UPDATE: Close = Close {
+        code: 1007,
+        reason: "update could not be applied",
+    };
+}
+
+/// How a room reaches one member connection.
+#[derive(Debug)]
+pub(crate) struct MemberLink {
+    /// Frames for the connection's writer task. The room sends with `try_send`: a full outbox
+    /// marks a slow consumer, which is closed rather than waited for. Dropping it (on leave or
+    /// close) ends the writer once it has drained.
+    pub(crate) outbox: mpsc::Sender<Bytes>,
+    /// Capacity 1, shared with the connection's reader: the first close wins, later ones are
+    /// dropped by `try_send`.
+    pub(crate) control: mpsc::Sender<Close>,
+}
+
+/// What a connection forwards to its room, already decoded and validated.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// Sync step 1: answer with what the client lacks.
+    Step1(StateVector),
+    /// Sync step 2 or update: the same thing to the server.
+    Update(Update),
+    /// Awareness entries the client published.
+    Awareness(Vec<AwarenessEntry>),
+    /// Answer with every awareness state.
+    QueryAwareness,
+}
+
+/// The closed set of messages a room accepts.
+#[derive(Debug)]
+pub(crate) enum RoomCmd {
+    /// A connection joins; `joined` fires once its first frames are queued. If the room is
+    /// unloading it drops `joined` instead, and the connection asks the hub again.
+    Join {
+        conn: ConnId,
+        link: MemberLink,
+        joined: oneshot::Sender<()>,
+    },
+    /// A message from a member.
+    Inbound { conn: ConnId, msg: Inbound },
+    /// A member's socket closed.
+    Leave { conn: ConnId },
+    /// The hub needs room: unload now if idle.
+    Evict,
+}
+
+/// A cheap handle to a room; cloned into every connection of the room.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomHandle {
+    /// Unique per loaded instance, so an unloading room removes only its own registry entry.
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<RoomCmd>,
+    /// Members right now; read by the hub to find idle rooms to evict.
+    pub(crate) n_members: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Member {
+    link: MemberLink,
+}
+
+/// A room's state, owned by its task.
+pub(crate) struct Room {
+    name: Arc<str>,
+    id: u64,
+    shared: Arc<Shared>,
+    doc: Doc,
+    awareness: Awareness,
+    members: HashMap<ConnId, Member>,
+    n_members: Arc<AtomicUsize>,
+    /// The sequence number of the newest committed update.
+    last_seq: u64,
+    /// Update log entries and bytes since the last snapshot, to decide compaction.
+    log_updates: u64,
+    log_bytes: u64,
+    /// Updates applied to the document but not yet committed, oldest first.
+    uncommitted: Vec<Bytes>,
+    uncommitted_bytes: usize,
+    /// With strict durability: frames that wait for `uncommitted` to commit before they go
+    /// out, with the connection that needs no echo.
+    held: Vec<(Bytes, Option<ConnId>)>,
+    /// When a failed commit may be retried.
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+    last_flush: Instant,
+    idle_since: Option<Instant>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the task of a room and returns its handle. The task loads the room from the store
+/// before it reads its inbox, so nothing is answered from an empty document.
+pub(crate) fn spawn(name: Arc<str>, id: u64, shared: Arc<Shared>) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+    let n_members = Arc::new(AtomicUsize::new(0));
+    let handle = RoomHandle {
+        id,
+        tx,
+        n_members: n_members.clone(),
+    };
+    let span = tracing::info_span!("room", room = %name);
+    let tracker = shared.tracker.clone();
+    tracker.spawn(run(name, id, shared, rx, n_members).instrument(span));
+    handle
+}
+
+async fn run(
+    name: Arc<str>,
+    id: u64,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<RoomCmd>,
+    n_members: Arc<AtomicUsize>,
+) {
+    let started = Instant::now();
+    let stored = match shared.store.load_room(&name).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            error!(error = %e, "could not load room; refusing its connections");
+            shared.set_store_healthy(false);
+            shared.hub.remove(&name, id);
+            rx.close();
+            while let Some(cmd) = rx.recv().await {
+                if let RoomCmd::Join { link, .. } = cmd {
+                    let _ = link.control.try_send(Close::STORE_UNAVAILABLE);
+                }
+            }
+            return;
+        }
+    };
+    let mut room = Room::new(name, id, shared, n_members);
+    room.load(stored);
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "room loaded"
+    );
+    metrics::gauge!(m::ROOMS_LOADED).increment(1.0);
+    room.serve(&mut rx).await;
+    metrics::gauge!(m::ROOMS_LOADED).decrement(1.0);
+}
+
+impl Room {
+    fn new(name: Arc<str>, id: u64, shared: Arc<Shared>, n_members: Arc<AtomicUsize>) -> Self {
+        Room {
+            name,
+            id,
+            shared,
+            doc: Doc::new(),
+            awareness: Awareness::default(),
+            members: HashMap::new(),
+            n_members,
+            last_seq: 0,
+            log_updates: 0,
+            log_bytes: 0,
+            uncommitted: Vec::new(),
+            uncommitted_bytes: 0,
+            held: Vec::new(),
+            retry_at: None,
+            retry_delay: FIRST_RETRY_DELAY,
+            last_flush: Instant::now(),
+            idle_since: Some(Instant::now()),
+        }
+    }
+
+    /// Rebuilds the document from a snapshot and the log after it. A row that does not decode
+    /// is skipped and reported, never allowed to stop the room from loading.
+    fn load(&mut self, stored: StoredRoom) {
+        self.doc = Doc::new();
+        let mut txn = self.doc.transact_mut();
+        let snapshot = stored.snapshot.as_ref().map(|s| (0u64, &s.data));
+        let log = stored.updates.iter().map(|u| (u.seq, &u.data));
+        for (seq, data) in snapshot.into_iter().chain(log) {
+            let applied = Update::decode_v1(data)
+                .map_err(|e| e.to_string())
+                .and_then(|u| {
+                    catch_unwind(AssertUnwindSafe(|| txn.apply_update(u)))
+                        .map_err(|_| "panic while applying".to_owned())?
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = applied {
+                error!(seq, error = %e, "skipping stored update that does not apply (seq 0 is the snapshot)");
+                metrics::counter!(m::STORED_UPDATES_SKIPPED).increment(1);
+            }
+        }
+        drop(txn);
+        self.last_seq = stored.last_seq;
+        self.log_updates = stored.updates.len() as u64;
+        self.log_bytes = stored.updates.iter().map(|u| u.data.len() as u64).sum();
+    }
+
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<RoomCmd>) {
+        let mut tick = tokio::time::interval(TICK.min(self.shared.room.flush_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shared.shutdown.clone();
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let evict = self.handle_batch(&mut batch).await;
+                    if evict && self.try_unload(rx).await {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.on_tick().await && self.try_unload(rx).await {
+                        return;
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    self.shut_down().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Processes one batch; returns whether an eviction was asked for.
+    async fn handle_batch(&mut self, batch: &mut Vec<RoomCmd>) -> bool {
+        let mut updates = Vec::new();
+        let mut rest = Vec::with_capacity(batch.len());
+        for cmd in batch.drain(..) {
+            match cmd {
+                RoomCmd::Inbound {
+                    conn,
+                    msg: Inbound::Update(u),
+                } => updates.push((conn, u)),
+                other => rest.push(other),
+            }
+        }
+        if !updates.is_empty() {
+            self.apply_updates(updates).await;
+        }
+        let mut evict = false;
+        for cmd in rest {
+            match cmd {
+                RoomCmd::Join { conn, link, joined } => self.join(conn, link, joined),
+                RoomCmd::Inbound { conn, msg } => self.inbound(conn, msg),
+                RoomCmd::Leave { conn } => self.leave(conn),
+                RoomCmd::Evict => evict = true,
+            }
+        }
+        evict
+    }
+
+    /// Applies a batch of updates in one transaction, then commits and broadcasts the result.
+    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update)>) {
+        let mut senders: Vec<ConnId> = updates.iter().map(|(c, _)| *c).collect();
+        senders.sort_unstable();
+        senders.dedup();
+        if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES {
+            // The store has been failing for a while: apply nothing more, and let the writers
+            // keep their edits until they reconnect to a healthy server.
+            for conn in senders {
+                self.close(conn, Close::STORE_UNAVAILABLE);
+            }
+            return;
+        }
+        let max_pending = self.shared.room.max_pending_bytes;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            let mut failed = Vec::new();
+            for (conn, update) in updates {
+                if let Err(e) = txn.apply_update(update) {
+                    debug!(conn, error = %e, "update did not apply");
+                    failed.push(conn);
+                }
+            }
+            let pending_bytes = txn
+                .store()
+                .pending_update()
+                .map_or(0, |p| p.update.encode_v1().len());
+            let pruned = pending_bytes > max_pending;
+            if pruned {
+                txn.prune_pending();
+            }
+            (txn.encode_update_v1(), failed, pruned)
+        }));
+        let Ok((update, failed, pruned)) = outcome else {
+            // yrs panicked half-way through a transaction; the document can no longer be
+            // trusted. Rebuild it from what is durable, and close whoever sent the batch.
+            error!("applying updates panicked; reloading the room from the store");
+            metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "apply_panic").increment(1);
+            self.reload().await;
+            for conn in senders {
+                self.close(conn, Close::BAD_UPDATE);
+            }
+            return;
+        };
+        for conn in failed {
+            metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "apply_failed").increment(1);
+            self.close(conn, Close::BAD_UPDATE);
+        }
+        if pruned {
+            // Updates whose dependencies never arrived: drop them and ask their senders for a
+            // fresh sync, which sends what they have in an order that applies.
+            warn!("pending updates over the limit were dropped; asking senders to resync");
+            metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "pending_overflow").increment(1);
+            let sv = self.doc.transact().state_vector().encode_v1();
+            let step1 = encode_sync_step1(&sv);
+            for conn in &senders {
+                self.send(*conn, step1.clone());
+            }
+        }
+        // An update that only repeated known content changes nothing: two empty sections.
+        if update.len() <= 2 {
+            return;
+        }
+        let frame = encode_update(&update);
+        let echo_skip = (senders.len() == 1).then(|| senders[0]);
+        self.uncommitted_bytes += update.len();
+        self.uncommitted.push(Bytes::from(update));
+        match self.shared.room.durability {
+            Durability::Strict => {
+                self.held.push((frame, echo_skip));
+                self.commit().await;
+            }
+            Durability::RelaxedMayLoseRecentEdits => {
+                self.broadcast(&frame, echo_skip);
+                if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES / 4 {
+                    self.commit().await;
+                }
+            }
+        }
+    }
+
+    /// Commits what is uncommitted; on success releases held frames and maybe compacts.
+    async fn commit(&mut self) -> bool {
+        if self.uncommitted.is_empty() {
+            return true;
+        }
+        let started = Instant::now();
+        let result = self
+            .shared
+            .store
+            .append_updates(&self.name, &self.uncommitted)
+            .await;
+        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.last_flush = Instant::now();
+        match result {
+            Ok(seq) => {
+                self.last_seq = seq;
+                self.shared.set_store_healthy(true);
+                self.log_updates += self.uncommitted.len() as u64;
+                self.log_bytes += self.uncommitted_bytes as u64;
+                self.uncommitted.clear();
+                self.uncommitted_bytes = 0;
+                self.retry_at = None;
+                self.retry_delay = FIRST_RETRY_DELAY;
+                for (frame, skip) in std::mem::take(&mut self.held) {
+                    self.broadcast(&frame, skip);
+                }
+                if self.log_updates >= self.shared.room.compact_after_updates
+                    || self.log_bytes >= self.shared.room.compact_after_bytes
+                {
+                    self.compact().await;
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = self.retry_delay.as_millis() as u64,
+                    held = self.uncommitted.len(), "commit failed; holding updates and retrying");
+                metrics::counter!(m::COMMIT_FAILURES).increment(1);
+                self.shared.set_store_healthy(false);
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+                false
+            }
+        }
+    }
+
+    /// Merges the log into one snapshot. The store deletes the covered log rows in the same
+    /// transaction, so a crash leaves either the old log or the new snapshot.
+    async fn compact(&mut self) {
+        let (data, state_vector) = {
+            let txn = self.doc.transact();
+            (
+                txn.encode_state_as_update_v1(&StateVector::default()),
+                txn.state_vector().encode_v1(),
+            )
+        };
+        let up_to_seq = self.last_seq;
+        let snapshot = Snapshot {
+            up_to_seq,
+            kind: SnapshotKind::Compaction,
+            data: Bytes::from(data),
+            state_vector: Bytes::from(state_vector),
+            created_at_ms: plait_store::now_ms(),
+        };
+        match self
+            .shared
+            .store
+            .write_snapshot(&self.name, &snapshot)
+            .await
+        {
+            Ok(()) => {
+                debug!(
+                    up_to_seq,
+                    bytes = snapshot.data.len(),
+                    merged = self.log_updates,
+                    "compacted"
+                );
+                metrics::counter!(m::COMPACTIONS).increment(1);
+                self.log_updates = 0;
+                self.log_bytes = 0;
+            }
+            Err(e) => warn!(error = %e, "compaction failed; the log stays as it is"),
+        }
+    }
+
+    async fn reload(&mut self) {
+        let uncommitted = std::mem::take(&mut self.uncommitted);
+        match self.shared.store.load_room(&self.name).await {
+            Ok(stored) => self.load(stored),
+            Err(e) => error!(error = %e, "reload failed; keeping an empty document until retry"),
+        }
+        // What was applied but not committed is re-applied; it was validated before.
+        let mut txn = self.doc.transact_mut();
+        for data in &uncommitted {
+            if let Ok(u) = Update::decode_v1(data) {
+                let _ = catch_unwind(AssertUnwindSafe(|| txn.apply_update(u)));
+            }
+        }
+        drop(txn);
+        self.uncommitted = uncommitted;
+    }
+
+    fn join(&mut self, conn: ConnId, link: MemberLink, joined: oneshot::Sender<()>) {
+        let sv = self.doc.transact().state_vector().encode_v1();
+        let _ = link.outbox.try_send(encode_sync_step1(&sv));
+        let states = self.awareness.states();
+        if !states.is_empty() {
+            let _ = link
+                .outbox
+                .try_send(encode_awareness(&encode_entries(states.iter())));
+        }
+        self.members.insert(conn, Member { link });
+        self.n_members.store(self.members.len(), Ordering::Relaxed);
+        self.idle_since = None;
+        debug!(conn, members = self.members.len(), "joined");
+        let _ = joined.send(());
+    }
+
+    fn inbound(&mut self, conn: ConnId, msg: Inbound) {
+        if !self.members.contains_key(&conn) {
+            return;
+        }
+        match msg {
+            Inbound::Step1(sv) => {
+                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
+                self.send(conn, encode_sync_step2(&diff));
+            }
+            Inbound::Awareness(entries) => {
+                let accepted = self.awareness.apply(conn, entries, Instant::now());
+                self.broadcast_awareness(&accepted);
+            }
+            Inbound::QueryAwareness => {
+                let states = self.awareness.states();
+                self.send(conn, encode_awareness(&encode_entries(states.iter())));
+            }
+            Inbound::Update(_) => unreachable!("updates are applied per batch"),
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId) {
+        if self.members.remove(&conn).is_some() {
+            debug!(conn, members = self.members.len(), "left");
+        }
+        self.after_removal(conn);
+    }
+
+    fn after_removal(&mut self, conn: ConnId) {
+        self.n_members.store(self.members.len(), Ordering::Relaxed);
+        let removed = self.awareness.remove_conn(conn);
+        self.broadcast_awareness(&removed);
+        if self.members.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    fn broadcast_awareness(&mut self, entries: &[AwarenessEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        // Everyone, the sender included: the echo is what keeps a lone client's 30 s watchdog
+        // from firing.
+        let frame = encode_awareness(&encode_entries(entries.iter()));
+        self.broadcast(&frame, None);
+    }
+
+    /// Sends one frame to one member; a full outbox closes it as a slow consumer.
+    fn send(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(member) = self.members.get(&conn) else {
+            return;
+        };
+        let len = frame.len();
+        match member.link.outbox.try_send(frame) {
+            Ok(()) => {
+                metrics::counter!(m::MESSAGES_OUT).increment(1);
+                metrics::counter!(m::BYTES_OUT).increment(len as u64);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.drop_slow(vec![conn]),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.leave(conn),
+        }
+    }
+
+    /// Sends the same bytes to every member but `skip`. Members whose outbox is full are
+    /// closed: an update is never skipped silently for anyone who stays connected.
+    fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
+        let mut slow = Vec::new();
+        let mut gone = Vec::new();
+        let mut sent = 0u64;
+        for (conn, member) in &self.members {
+            if Some(*conn) == skip {
+                continue;
+            }
+            match member.link.outbox.try_send(frame.clone()) {
+                Ok(()) => sent += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*conn),
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
+            }
+        }
+        metrics::counter!(m::MESSAGES_OUT).increment(sent);
+        metrics::counter!(m::BYTES_OUT).increment(sent * frame.len() as u64);
+        for conn in gone {
+            self.leave(conn);
+        }
+        if !slow.is_empty() {
+            self.drop_slow(slow);
+        }
+    }
+
+    fn drop_slow(&mut self, conns: Vec<ConnId>) {
+        for conn in conns {
+            info!(conn, "closing slow consumer");
+            metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
+            self.close(conn, Close::SLOW_CONSUMER);
+        }
+    }
+
+    /// Removes a member and tells its connection to close with `reason`.
+    fn close(&mut self, conn: ConnId, reason: Close) {
+        if let Some(member) = self.members.remove(&conn) {
+            let _ = member.link.control.try_send(reason);
+            self.after_removal(conn);
+        }
+    }
+
+    /// Periodic work; returns whether the room is idle long enough to unload.
+    async fn on_tick(&mut self) -> bool {
+        let now = Instant::now();
+        let expired = self.awareness.expire(now);
+        self.broadcast_awareness(&expired);
+        let retry_due = self.retry_at.is_some_and(|at| now >= at);
+        let flush_due = self.shared.room.durability == Durability::RelaxedMayLoseRecentEdits
+            && now.duration_since(self.last_flush) >= self.shared.room.flush_interval;
+        if !self.uncommitted.is_empty() && (retry_due || (flush_due && self.retry_at.is_none())) {
+            self.commit().await;
+        }
+        self.idle_since
+            .is_some_and(|since| now.duration_since(since) >= self.shared.room.idle_grace)
+    }
+
+    /// Unloads the room if it is idle and flushed: leaves the registry, refuses late joins
+    /// (their connections ask the hub again and load a fresh instance), and ends the task.
+    async fn try_unload(&mut self, rx: &mut mpsc::Receiver<RoomCmd>) -> bool {
+        if !self.members.is_empty() || !self.commit().await {
+            return false;
+        }
+        self.shared.hub.remove(&self.name, self.id);
+        rx.close();
+        while let Some(cmd) = rx.recv().await {
+            // Dropping a Join's `joined` sender tells the connection to retry elsewhere.
+            drop(cmd);
+        }
+        info!("room unloaded");
+        true
+    }
+
+    async fn shut_down(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(self.shared.shutdown_timeout_ms);
+        while !self.commit().await {
+            if Instant::now() >= deadline {
+                error!(
+                    lost = self.uncommitted.len(),
+                    "shutdown deadline passed with uncommitted updates; their senders still hold them"
+                );
+                break;
+            }
+            tokio::time::sleep(self.retry_delay).await;
+        }
+        for (_, member) in self.members.drain() {
+            let _ = member.link.control.try_send(Close::GOING_AWAY);
+        }
+        self.n_members.store(0, Ordering::Relaxed);
+        self.shared.hub.remove(&self.name, self.id);
+        info!("room flushed and closed for shutdown");
+    }
+}

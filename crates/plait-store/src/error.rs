@@ -1,0 +1,22 @@
+//! The storage error type.
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store URL is malformed or names an unsupported database.
+    #[error("invalid store url {0}")]
+    InvalidUrl(String),
+    /// The database could not be reached or answered with an error; the operation did nothing.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema migrations failed to apply.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data violates an invariant (an unknown snapshot kind, a negative seq).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// An I/O error outside the database (creating the data directory).
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}

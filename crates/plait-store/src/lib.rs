@@ -1,0 +1,201 @@
+//! Durable storage for plait rooms.
+//!
+//! Components, in reading order:
+//! - [`Store`]: the trait the server uses, with its record types ([`StoredRoom`], [`Snapshot`]).
+//! - [`sqlite`]: the embedded default ([`SqliteStore`]).
+//! - [`memory`]: an in-process store for tests ([`MemoryStore`]).
+//! - [`open`]: picks an implementation from a URL.
+//!
+//! Architecture invariant: storage knows nothing about yrs. It keeps opaque update and snapshot
+//! bytes plus metadata; merging them into a document is the server's business.
+
+mod error;
+pub mod memory;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use error::Error;
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Why a snapshot was taken; decides what may be deleted beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// The log up to the snapshot was merged into it and deleted; only the newest is kept.
+    Compaction,
+    /// Taken on request (import, restore); kept like a history point.
+    Manual,
+    /// Kept on a schedule as a restore point.
+    History,
+}
+
+impl SnapshotKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotKind::Compaction => "compaction",
+            SnapshotKind::Manual => "manual",
+            SnapshotKind::History => "history",
+        }
+    }
+
+    /// Parses a stored name.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for an unknown name.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        match s {
+            "compaction" => Ok(SnapshotKind::Compaction),
+            "manual" => Ok(SnapshotKind::Manual),
+            "history" => Ok(SnapshotKind::History),
+            other => Err(Error::Corrupt(format!("unknown snapshot kind {other:?}"))),
+        }
+    }
+}
+
+/// A full document state that covers the log up to and including `up_to_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last log sequence number merged into `data`.
+    pub up_to_seq: u64,
+    /// Why it was taken.
+    pub kind: SnapshotKind,
+    /// The document as one Yjs v1 update.
+    pub data: Bytes,
+    /// The document's encoded state vector, so that it can be compared without decoding `data`.
+    pub state_vector: Bytes,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// One entry of the update log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedUpdate {
+    /// The room's sequence number, assigned by the store inside the commit.
+    pub seq: u64,
+    /// A Yjs v1 update.
+    pub data: Bytes,
+}
+
+/// What loading a room returns: the newest snapshot and the log after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRoom {
+    /// The newest snapshot, if any.
+    pub snapshot: Option<Snapshot>,
+    /// Updates with `seq` above the snapshot's `up_to_seq`, in order.
+    pub updates: Vec<LoggedUpdate>,
+    /// The last sequence number the room has handed out (0 for a new room).
+    pub last_seq: u64,
+}
+
+/// A room as listed by [`Store::list_rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room name.
+    pub name: String,
+    /// The last sequence number handed out.
+    pub last_seq: u64,
+    /// Updates in the log, not yet compacted.
+    pub n_updates: u64,
+    /// Bytes of the newest snapshot plus the log after it.
+    pub stored_bytes: u64,
+    /// When the room last changed, in milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// Durable storage of rooms. Implementations must make [`Store::append_updates`] atomic and
+/// durable when it returns: the server broadcasts only what this call has committed.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Loads the newest snapshot of `room` and the log after it (empty for an unknown room).
+    async fn load_room(&self, room: &str) -> Result<StoredRoom, Error>;
+
+    /// Appends `updates` to the room's log in one transaction and returns the sequence number
+    /// given to the last one. Sequence numbers are assigned here, inside the commit.
+    async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error>;
+
+    /// Writes a snapshot. A [`SnapshotKind::Compaction`] snapshot deletes, in the same
+    /// transaction, the log entries it covers and the older compaction snapshots.
+    async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error>;
+
+    /// Lists every stored room.
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error>;
+
+    /// Answers when the store can be reached (for readiness).
+    async fn ping(&self) -> Result<(), Error>;
+}
+
+/// How hard a store works to keep a commit across failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Survive a crash of the process and of the machine (SQLite `synchronous=FULL`).
+    Full,
+    /// Survive a crash of the process; a power loss may lose the last commits
+    /// (SQLite `synchronous=NORMAL` in WAL mode).
+    Normal,
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or `memory:`.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for an unsupported scheme; database errors when it cannot be opened.
+pub async fn open(url: &str, sync: SyncMode) -> Result<Arc<dyn Store>, Error> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(path, sync).await?))
+    } else if url == "memory:" {
+        Ok(Arc::new(MemoryStore::default()))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Err(Error::InvalidUrl(format!(
+            "{}: PostgreSQL is not supported by this build yet; use sqlite://PATH",
+            redact(url)
+        )))
+    } else {
+        Err(Error::InvalidUrl(format!(
+            "{}: expected sqlite://PATH or memory:",
+            redact(url)
+        )))
+    }
+}
+
+/// Hides a password in a database URL, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch, for record timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,99 @@
+//! An in-process store for tests: the same contract as the SQL stores, nothing durable.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom};
+
+#[derive(Debug, Default)]
+struct Room {
+    last_seq: u64,
+    updated_at_ms: i64,
+    log: Vec<LoggedUpdate>,
+    snapshots: Vec<Snapshot>,
+}
+
+/// Rooms kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// A std mutex: every section is short and never awaits.
+    rooms: Mutex<BTreeMap<String, Room>>,
+}
+
+impl MemoryStore {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Room>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
+        let rooms = self.rooms();
+        let Some(r) = rooms.get(room) else {
+            return Ok(StoredRoom::default());
+        };
+        let snapshot = r.snapshots.iter().max_by_key(|s| s.up_to_seq).cloned();
+        let after = snapshot.as_ref().map_or(0, |s| s.up_to_seq);
+        Ok(StoredRoom {
+            snapshot,
+            updates: r.log.iter().filter(|u| u.seq > after).cloned().collect(),
+            last_seq: r.last_seq,
+        })
+    }
+
+    async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error> {
+        if updates.is_empty() {
+            return Err(Error::Corrupt("append of no updates".into()));
+        }
+        let mut rooms = self.rooms();
+        let r = rooms.entry(room.to_owned()).or_default();
+        for data in updates {
+            r.last_seq += 1;
+            r.log.push(LoggedUpdate {
+                seq: r.last_seq,
+                data: data.clone(),
+            });
+        }
+        r.updated_at_ms = now_ms();
+        Ok(r.last_seq)
+    }
+
+    async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
+        let mut rooms = self.rooms();
+        let r = rooms.entry(room.to_owned()).or_default();
+        r.last_seq = r.last_seq.max(snapshot.up_to_seq);
+        if snapshot.kind == SnapshotKind::Compaction {
+            r.log.retain(|u| u.seq > snapshot.up_to_seq);
+            r.snapshots.retain(|s| s.kind != SnapshotKind::Compaction);
+        }
+        r.snapshots.push(snapshot.clone());
+        Ok(())
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
+        Ok(self
+            .rooms()
+            .iter()
+            .map(|(name, r)| RoomSummary {
+                name: name.clone(),
+                last_seq: r.last_seq,
+                n_updates: r.log.len() as u64,
+                stored_bytes: r.log.iter().map(|u| u.data.len() as u64).sum::<u64>()
+                    + r.snapshots
+                        .iter()
+                        .max_by_key(|s| s.up_to_seq)
+                        .map_or(0, |s| s.data.len() as u64),
+                updated_at_ms: r.updated_at_ms,
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! SQLite: the embedded default store.
+//!
+//! WAL mode. Writes go through a pool of one connection, so that rooms committing at the same
+//! time queue in sqlx instead of failing with `SQLITE_BUSY`; reads use a separate pool.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::{
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom, SyncMode,
+};
+
+/// How long a statement waits for SQLite's file lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read connections; reads never block the writer in WAL mode.
+const READ_CONNECTIONS: u32 = 4;
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// One connection: every write transaction queues here.
+    writer: SqlitePool,
+    /// Several connections for loads and listings.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and applies migrations.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be created; database or migration errors.
+    pub async fn open(path: &str, sync: SyncMode) -> Result<Self, Error> {
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match sync {
+                SyncMode::Full => SqliteSynchronous::Full,
+                SyncMode::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&writer)
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
+        let mut conn = self.reader.acquire().await?;
+        // One read transaction, so the snapshot and the log are seen at the same instant.
+        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        let result = async {
+            let last_seq: Option<i64> =
+                sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?")
+                    .bind(room)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let snapshot = sqlx::query(
+                "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+                 WHERE room = ? ORDER BY up_to_seq DESC, id DESC LIMIT 1",
+            )
+            .bind(room)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| -> Result<Snapshot, Error> {
+                Ok(Snapshot {
+                    up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                    kind: SnapshotKind::parse(row.get("kind"))?,
+                    data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                    state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
+                    created_at_ms: row.get("created_at_ms"),
+                })
+            })
+            .transpose()?;
+            let after = snapshot.as_ref().map_or(0, |s| s.up_to_seq as i64);
+            let updates = sqlx::query(
+                "SELECT seq, data FROM updates WHERE room = ? AND seq > ? ORDER BY seq",
+            )
+            .bind(room)
+            .bind(after)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(LoggedUpdate {
+                    seq: to_u64(row.get("seq"), "update seq")?,
+                    data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+            Ok::<_, Error>(StoredRoom {
+                snapshot,
+                updates,
+                last_seq: to_u64(last_seq.unwrap_or(0), "room seq")?,
+            })
+        }
+        .await;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        result
+    }
+
+    async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error> {
+        if updates.is_empty() {
+            return Err(Error::Corrupt("append of no updates".into()));
+        }
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
+             updated_at_ms = excluded.updated_at_ms RETURNING last_seq",
+        )
+        .bind(room)
+        .bind(updates.len() as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = last - updates.len() as i64 + 1;
+        for (i, data) in updates.iter().enumerate() {
+            sqlx::query("INSERT INTO updates (room, seq, data, created_at_ms) VALUES (?, ?, ?, ?)")
+                .bind(room)
+                .bind(first + i as i64)
+                .bind(data.as_ref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        to_u64(last, "room seq")
+    }
+
+    async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
+        let mut tx = self.writer.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO snapshots (room, up_to_seq, kind, data, state_vector, created_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(room)
+        .bind(snapshot.up_to_seq as i64)
+        .bind(snapshot.kind.as_str())
+        .bind(snapshot.data.as_ref())
+        .bind(snapshot.state_vector.as_ref())
+        .bind(snapshot.created_at_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Make sure the room exists and its seq never falls behind a snapshot.
+        sqlx::query(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = max(rooms.last_seq, excluded.last_seq)",
+        )
+        .bind(room)
+        .bind(snapshot.up_to_seq as i64)
+        .bind(snapshot.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if snapshot.kind == SnapshotKind::Compaction {
+            sqlx::query("DELETE FROM updates WHERE room = ? AND seq <= ?")
+                .bind(room)
+                .bind(snapshot.up_to_seq as i64)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM snapshots WHERE room = ? AND kind = 'compaction' AND id <> ?")
+                .bind(room)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.last_seq, r.updated_at_ms, \
+               (SELECT count(*) FROM updates u WHERE u.room = r.name) AS n_updates, \
+               (SELECT coalesce(sum(length(u.data)), 0) FROM updates u WHERE u.room = r.name) \
+                 + coalesce((SELECT length(s.data) FROM snapshots s WHERE s.room = r.name \
+                   ORDER BY s.up_to_seq DESC, s.id DESC LIMIT 1), 0) AS stored_bytes \
+             FROM rooms r ORDER BY r.name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RoomSummary {
+                    name: row.get("name"),
+                    last_seq: to_u64(row.get("last_seq"), "room seq")?,
+                    n_updates: to_u64(row.get("n_updates"), "update count")?,
+                    stored_bytes: to_u64(row.get("stored_bytes"), "stored bytes")?,
+                    updated_at_ms: row.get("updated_at_ms"),
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+// Where the page connects and which room it edits, taken from the URL.
+//
+//   /?room=notes                      edit room "notes" on the server that served the page
+//   /?room=notes&server=ws://h:1234   development: page from the Vite dev server, rooms elsewhere
+//
+// A page opened without a room gets a random one, written back into the URL so
+// that the address bar is the link to share.
+
+const ROOM_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789'
+
+export function randomRoomName(): string {
+  const bytes = new Uint8Array(8)
+  crypto.getRandomValues(bytes)
+  let id = ''
+  for (const b of bytes) id += ROOM_ALPHABET[b % ROOM_ALPHABET.length]
+  return `notes-${id}`
+}
+
+export interface PageConfig {
+  /** Room name as the user sees it (decoded). */
+  room: string
+  /** Base WebSocket URL without the room, no trailing slash. */
+  serverUrl: string
+}
+
+export function readConfig(loc: Location = window.location): PageConfig {
+  const url = new URL(loc.href)
+  let room = (url.searchParams.get('room') ?? '').trim()
+  if (!room) {
+    room = randomRoomName()
+    url.searchParams.set('room', room)
+    window.history.replaceState(null, '', url)
+  }
+  const override = url.searchParams.get('server')
+  const serverUrl = (override && override.trim()) || defaultServerUrl(loc)
+  return { room, serverUrl: serverUrl.replace(/\/+$/, '') }
+}
+
+/** ws(s)://<host of the page>; plait serves the page and the rooms on one port. */
+export function defaultServerUrl(loc: Location): string {
+  const scheme = loc.protocol === 'https:' ? 'wss' : 'ws'
+  return `${scheme}://${loc.host}`
+}
