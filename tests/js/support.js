@@ -158,7 +158,7 @@ class ServerHandle {
       return {
         cmd: PLAIT_BIN,
         args: ['serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', `sqlite://${path.join(this.dir, 'plait.db')}`],
-        env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' }
+        env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }
       }
     }
     const env = { ...process.env, HOST: '127.0.0.1', PORT: String(this.port) }
@@ -242,7 +242,8 @@ class ServerHandle {
   }
 
   logTail (n = 4000) {
-    return `----- server log (last ${n} chars, dir ${this.dir}) -----\n${this.log.slice(-n)}\n-----`
+    const clean = this.log.replace(/\x1b\[[0-9;]*m/g, '') // strip ANSI colours
+    return `----- server log (last ${n} chars, dir ${this.dir}) -----\n${clean.slice(-n)}\n-----`
   }
 }
 
@@ -344,18 +345,26 @@ export function captureAtSynced (provider, fn) {
 /** Wait for all providers to be synced. */
 export const waitAllSynced = (providers, opts) => Promise.all(providers.map(p => waitSynced(p, opts)))
 
-/** A deterministic, comparable view of the usual shared types of a doc. */
+/**
+ * A deterministic, comparable view of the usual shared types of a doc. Object keys are sorted
+ * recursively: convergence is about content, key order inside JSON values is checked separately
+ * (01-convergence, "key order").
+ */
 export function snapshot (doc) {
-  return JSON.stringify({
+  return JSON.stringify(canonical({
     text: doc.getText('text').toString(),
-    map: sortKeys(doc.getMap('map').toJSON()),
+    map: doc.getMap('map').toJSON(),
     array: doc.getArray('array').toJSON(),
     xml: doc.getXmlFragment('xml').toString()
-  })
+  }))
 }
 
-function sortKeys (obj) {
-  return Object.fromEntries(Object.entries(obj).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
+export function canonical (v) {
+  if (Array.isArray(v)) return v.map(canonical)
+  if (v && typeof v === 'object' && !(v instanceof Uint8Array)) {
+    return Object.fromEntries(Object.keys(v).sort().map(k => [k, canonical(v[k])]))
+  }
+  return v
 }
 
 /** True if all docs have identical state vectors and identical content. */

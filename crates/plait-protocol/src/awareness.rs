@@ -3,6 +3,9 @@
 use crate::lib0::{write_str, write_var, Reader};
 use crate::Error;
 
+/// Deepest nesting accepted in an awareness state (presence is a few flat objects).
+const MAX_STATE_DEPTH: usize = 32;
+
 /// One client's awareness entry as it travels on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwarenessEntry {
@@ -55,6 +58,8 @@ impl AwarenessUpdate {
                     limit: max_state_bytes,
                 });
             }
+            // Depth first: the syntax check does not bound nesting by itself.
+            crate::validate::json_depth(state, MAX_STATE_DEPTH)?;
             serde_json::from_str::<serde::de::IgnoredAny>(state)
                 .map_err(|_| Error::Malformed("awareness state is not JSON"))?;
             entries.push(AwarenessEntry {

@@ -22,6 +22,10 @@ use crate::Shared;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// How long a closing connection waits for the peer's close frame (or for its own writer)
+/// before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 const PROTOCOL_ERROR: Close = Close {
     code: 1007,
     reason: "malformed message",
@@ -69,30 +73,47 @@ pub(crate) async fn serve(socket: WebSocket, room: String, shared: Arc<Shared>) 
             outbox: outbox_tx,
             control: control_tx.clone(),
         });
-        match join(&shared, &room, conn, &mut link).await {
-            Ok(handle) => {
-                debug!("connected");
-                read_loop(
-                    stream,
-                    &handle,
-                    conn,
-                    &shared,
-                    &control_tx,
-                    epoch,
-                    &last_heard,
-                )
-                .await;
-                let _ = handle.tx.send(RoomCmd::Leave { conn }).await;
-            }
-            Err(close) => {
-                metrics::counter!(m::REFUSED, "reason" => close.reason).increment(1);
-                info!(reason = close.reason, "refused");
-                let _ = control_tx.try_send(close);
+        let mut writer = writer;
+        let writer_finished = std::sync::atomic::AtomicBool::new(false);
+        // Once the writer has sent a close frame, a peer that never answers it is not waited
+        // for beyond CLOSE_GRACE.
+        {
+            let writer_done = async {
+                let _ = (&mut writer).await;
+                writer_finished.store(true, Ordering::Relaxed);
+                tokio::time::sleep(CLOSE_GRACE).await;
+            };
+            tokio::pin!(writer_done);
+            match join(&shared, &room, conn, &mut link).await {
+                Ok(handle) => {
+                    debug!("connected");
+                    let reading = read_loop(
+                        stream,
+                        &handle,
+                        conn,
+                        &shared,
+                        &control_tx,
+                        epoch,
+                        &last_heard,
+                    );
+                    tokio::select! {
+                        () = reading => {}
+                        () = &mut writer_done => {}
+                    }
+                    let _ = handle.tx.send(RoomCmd::Leave { conn }).await;
+                }
+                Err(close) => {
+                    metrics::counter!(m::REFUSED, "reason" => close.reason).increment(1);
+                    info!(reason = close.reason, "refused");
+                    let _ = control_tx.try_send(close);
+                }
             }
         }
         drop(link);
         drop(control_tx);
-        let _ = writer.await;
+        if !writer_finished.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+        }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         debug!("disconnected");
     }
@@ -214,7 +235,8 @@ fn decode(data: &Bytes, shared: &Shared) -> Result<Option<Inbound>, String> {
         }
         Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
             metrics::counter!(m::MESSAGES_IN, "type" => "update").increment(1);
-            Inbound::Update(Update::decode_v1(&u).map_err(|e| e.to_string())?)
+            let decoded = Update::decode_v1(&u).map_err(|e| e.to_string())?;
+            Inbound::Update(decoded, u)
         }
         Message::Awareness(a) => {
             metrics::counter!(m::MESSAGES_IN, "type" => "awareness").increment(1);

@@ -89,8 +89,8 @@ pub(crate) struct MemberLink {
 pub(crate) enum Inbound {
     /// Sync step 1: answer with what the client lacks.
     Step1(StateVector),
-    /// Sync step 2 or update: the same thing to the server.
-    Update(Update),
+    /// Sync step 2 or update (the same thing to the server): decoded, and the bytes as sent.
+    Update(Update, Bytes),
     /// Awareness entries the client published.
     Awareness(Vec<AwarenessEntry>),
     /// Answer with every awareness state.
@@ -123,6 +123,20 @@ pub(crate) struct RoomHandle {
     pub(crate) tx: mpsc::Sender<RoomCmd>,
     /// Members right now; read by the hub to find idle rooms to evict.
     pub(crate) n_members: Arc<AtomicUsize>,
+}
+
+/// What applying one batch produced.
+struct Applied {
+    /// The transaction's own encoding of what it integrated (`00 00` when nothing).
+    changes: Vec<u8>,
+    /// The updates that applied, with their senders, as they were sent.
+    applied: Vec<(ConnId, Bytes)>,
+    /// Senders whose update yrs refused.
+    failed: Vec<ConnId>,
+    /// Whether pending updates over the limit were dropped.
+    pruned: bool,
+    /// Whether updates with missing dependencies were pending before or after the batch.
+    involved_pending: bool,
 }
 
 #[derive(Debug)]
@@ -302,8 +316,8 @@ impl Room {
             match cmd {
                 RoomCmd::Inbound {
                     conn,
-                    msg: Inbound::Update(u),
-                } => updates.push((conn, u)),
+                    msg: Inbound::Update(u, raw),
+                } => updates.push((conn, u, raw)),
                 other => rest.push(other),
             }
         }
@@ -322,9 +336,15 @@ impl Room {
         evict
     }
 
-    /// Applies a batch of updates in one transaction, then commits and broadcasts the result.
-    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update)>) {
-        let mut senders: Vec<ConnId> = updates.iter().map(|(c, _)| *c).collect();
+    /// Applies a batch of updates in one transaction, then commits and broadcasts them.
+    ///
+    /// What is stored and relayed are the bytes the clients sent, not yrs's re-encoding:
+    /// yrs keeps JSON objects in hash maps, so its encoding loses their key order, which
+    /// clients can observe. Only when updates with missing dependencies are involved is the
+    /// transaction's own encoding used, since it holds what was integrated from earlier
+    /// batches' pending updates.
+    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update, Bytes)>) {
+        let mut senders: Vec<ConnId> = updates.iter().map(|(c, ..)| *c).collect();
         senders.sort_unstable();
         senders.dedup();
         if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES {
@@ -338,11 +358,19 @@ impl Room {
         let max_pending = self.shared.room.max_pending_bytes;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
+            let has_pending = |t: &yrs::TransactionMut<'_>| {
+                t.store().pending_update().is_some() || t.store().pending_ds().is_some()
+            };
+            let pending_before = has_pending(&txn);
+            let mut applied = Vec::with_capacity(updates.len());
             let mut failed = Vec::new();
-            for (conn, update) in updates {
-                if let Err(e) = txn.apply_update(update) {
-                    debug!(conn, error = %e, "update did not apply");
-                    failed.push(conn);
+            for (conn, update, raw) in updates {
+                match txn.apply_update(update) {
+                    Ok(()) => applied.push((conn, raw)),
+                    Err(e) => {
+                        debug!(conn, error = %e, "update did not apply");
+                        failed.push(conn);
+                    }
                 }
             }
             let pending_bytes = txn
@@ -353,9 +381,16 @@ impl Room {
             if pruned {
                 txn.prune_pending();
             }
-            (txn.encode_update_v1(), failed, pruned)
+            let involved_pending = pending_before || has_pending(&txn) || pruned;
+            Applied {
+                changes: txn.encode_update_v1(),
+                applied,
+                failed,
+                pruned,
+                involved_pending,
+            }
         }));
-        let Ok((update, failed, pruned)) = outcome else {
+        let Ok(outcome) = outcome else {
             // yrs panicked half-way through a transaction; the document can no longer be
             // trusted. Rebuild it from what is durable, and close whoever sent the batch.
             error!("applying updates panicked; reloading the room from the store");
@@ -366,11 +401,11 @@ impl Room {
             }
             return;
         };
-        for conn in failed {
+        for conn in outcome.failed {
             metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "apply_failed").increment(1);
             self.close(conn, Close::BAD_UPDATE);
         }
-        if pruned {
+        if outcome.pruned {
             // Updates whose dependencies never arrived: drop them and ask their senders for a
             // fresh sync, which sends what they have in an order that applies.
             warn!("pending updates over the limit were dropped; asking senders to resync");
@@ -381,21 +416,33 @@ impl Room {
                 self.send(*conn, step1.clone());
             }
         }
-        // An update that only repeated known content changes nothing: two empty sections.
-        if update.len() <= 2 {
+        // Nothing integrated (known content, or only pending): nothing to store or relay.
+        if outcome.changes.len() <= 2 {
             return;
         }
-        let frame = encode_update(&update);
-        let echo_skip = (senders.len() == 1).then(|| senders[0]);
-        self.uncommitted_bytes += update.len();
-        self.uncommitted.push(Bytes::from(update));
+        let entries: Vec<(Bytes, Option<ConnId>)> = if outcome.involved_pending {
+            vec![(Bytes::from(outcome.changes), None)]
+        } else {
+            outcome
+                .applied
+                .into_iter()
+                .map(|(conn, raw)| (raw, Some(conn)))
+                .collect()
+        };
+        for (update, origin) in entries {
+            let frame = encode_update(&update);
+            self.uncommitted_bytes += update.len();
+            self.uncommitted.push(update);
+            match self.shared.room.durability {
+                Durability::Strict => self.held.push((frame, origin)),
+                Durability::RelaxedMayLoseRecentEdits => self.broadcast(&frame, origin),
+            }
+        }
         match self.shared.room.durability {
             Durability::Strict => {
-                self.held.push((frame, echo_skip));
                 self.commit().await;
             }
             Durability::RelaxedMayLoseRecentEdits => {
-                self.broadcast(&frame, echo_skip);
                 if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES / 4 {
                     self.commit().await;
                 }
@@ -537,7 +584,7 @@ impl Room {
                 let states = self.awareness.states();
                 self.send(conn, encode_awareness(&encode_entries(states.iter())));
             }
-            Inbound::Update(_) => unreachable!("updates are applied per batch"),
+            Inbound::Update(..) => unreachable!("updates are applied per batch"),
         }
     }
 

@@ -1,0 +1,403 @@
+//! End-to-end tests of the server over real sockets, with yrs clients.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use plait_protocol::lib0::{write_str, write_var};
+use plait_protocol::message::{encode_sync_step1, encode_update};
+use plait_store::{MemoryStore, SqliteStore, Store, SyncMode};
+use support::{TestClient, TestServer};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::{Doc, Text, Transact};
+
+#[tokio::test]
+async fn late_joiner_gets_the_full_state() {
+    let server = TestServer::start().await;
+    let a = TestClient::connect(&server.url("room")).await;
+    a.insert(0, "hello");
+    a.insert(5, " world");
+    let b = TestClient::connect(&server.url("room")).await;
+    b.wait_text("hello world").await;
+    // A different room is a different document.
+    let c = TestClient::connect(&server.url("other")).await;
+    assert_eq!(c.text(), "");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_random_edits_converge() {
+    let server = TestServer::start().await;
+    let url = server.url("converge");
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(TestClient::connect(&url).await);
+    }
+    // A tiny deterministic generator: each client inserts at pseudo-random positions.
+    let mut seed = 0x2545_f491_u64;
+    for round in 0..40 {
+        for (i, c) in clients.iter().enumerate() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = c.text().chars().count() as u64;
+            let at = if len == 0 { 0 } else { seed % (len + 1) };
+            c.insert(at as u32, &format!("{i}{}", round % 10));
+        }
+    }
+    let expected_len = 5 * 40 * 2;
+    for c in &clients {
+        c.wait(|_, _| c.text().len() == expected_len, "all edits to arrive")
+            .await;
+    }
+    let first = clients[0].text();
+    for c in &clients {
+        assert_eq!(c.text(), first);
+    }
+    let late = TestClient::connect(&url).await;
+    late.wait_text(&first).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn awareness_is_echoed_updated_and_removed_on_close() {
+    let server = TestServer::start().await;
+    let url = server.url("presence");
+    let a = TestClient::connect(&url).await;
+    let b = TestClient::connect(&url).await;
+    a.set_awareness(11, 1, r#"{"user":"a"}"#);
+    // The sender gets its own state back (the JS client's watchdog depends on it) and so do
+    // the others.
+    for c in [&a, &b] {
+        c.wait(
+            |s, _| s.awareness.iter().any(|e| e.client == 11 && e.clock == 1),
+            "awareness add",
+        )
+        .await;
+    }
+    a.set_awareness(11, 2, r#"{"user":"a","cursor":3}"#);
+    b.wait(
+        |s, _| s.awareness.iter().any(|e| e.client == 11 && e.clock == 2),
+        "awareness update",
+    )
+    .await;
+    // A newcomer receives the current states on join.
+    let c = TestClient::connect(&url).await;
+    c.wait(
+        |s, _| {
+            s.awareness
+                .iter()
+                .any(|e| e.client == 11 && e.state.contains("cursor"))
+        },
+        "awareness on join",
+    )
+    .await;
+    // b may not speak for a's client id.
+    b.set_awareness(11, 9, r#"{"user":"mallory"}"#);
+    a.close();
+    b.wait(
+        |s, _| s.awareness.iter().any(|e| e.client == 11 && e.is_removal()),
+        "awareness removal",
+    )
+    .await;
+    assert!(!b
+        .seen
+        .lock()
+        .unwrap()
+        .awareness
+        .iter()
+        .any(|e| e.state.contains("mallory")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn query_awareness_is_answered() {
+    let server = TestServer::start().await;
+    let url = server.url("q");
+    let a = TestClient::connect(&url).await;
+    a.set_awareness(5, 1, "{}");
+    a.wait(|s, _| !s.awareness.is_empty(), "echo").await;
+    let b = TestClient::connect(&url).await;
+    let before = b.seen.lock().unwrap().awareness.len();
+    b.send(Bytes::from_static(&[3]));
+    b.wait(|s, _| s.awareness.len() > before, "query answer")
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_is_committed_before_anyone_receives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let store = Arc::new(
+        SqliteStore::open(path.to_str().unwrap(), SyncMode::Full)
+            .await
+            .unwrap(),
+    );
+    let server = TestServer::start_with(store.clone(), |_| {}).await;
+    let url = server.url("durable");
+    let a = TestClient::connect(&url).await;
+    let b = TestClient::connect(&url).await;
+    for i in 0..20 {
+        a.insert(i, "x");
+        let expected = "x".repeat(i as usize + 1);
+        b.wait_text(&expected).await;
+        // b has it, so the store must have it already.
+        let stored = store.load_room("durable").await.unwrap();
+        let doc = Doc::new();
+        {
+            use yrs::updates::decoder::Decode;
+            let mut txn = doc.transact_mut();
+            for u in stored.updates {
+                txn.apply_update(yrs::Update::decode_v1(&u.data).unwrap())
+                    .unwrap();
+            }
+        }
+        let text = doc.get_or_insert_text("t");
+        assert_eq!(yrs::GetString::get_string(&text, &doc.transact()), expected);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_survive_a_restart_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let open = || async {
+        Arc::new(
+            SqliteStore::open(path.to_str().unwrap(), SyncMode::Full)
+                .await
+                .unwrap(),
+        ) as Arc<dyn Store>
+    };
+    let server = TestServer::start_with(open().await, |c| c.compact_after_updates = 10).await;
+    let a = TestClient::connect(&server.url("r")).await;
+    let mut expected = String::new();
+    for i in 0..35u32 {
+        let s = format!("{}", i % 10);
+        a.insert(i, &s);
+        expected.push_str(&s);
+    }
+    let b = TestClient::connect(&server.url("r")).await;
+    b.wait_text(&expected).await;
+    server.stop().await;
+    let store = open().await;
+    let stored = store.load_room("r").await.unwrap();
+    assert!(stored.snapshot.is_some(), "compaction wrote a snapshot");
+    assert!(
+        stored.updates.len() < 10,
+        "compaction removed the merged log"
+    );
+    let server = TestServer::start_with(store, |_| {}).await;
+    let c = TestClient::connect(&server.url("r")).await;
+    assert_eq!(c.text(), expected);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sockets_with_going_away() {
+    let server = TestServer::start().await;
+    let a = TestClient::connect(&server.url("bye")).await;
+    server.stop().await;
+    let (code, _) = a.wait_closed().await;
+    assert_eq!(code, 1001);
+}
+
+/// Waits until `victim` is closed, asserts the code, and checks an innocent client in the same
+/// room still syncs.
+async fn assert_only_offender_closed(
+    server: &TestServer,
+    room: &str,
+    offender: &TestClient,
+    code: u16,
+) {
+    let (got, reason) = offender.wait_closed().await;
+    assert_eq!(got, code, "close reason {reason:?}");
+    let innocent = TestClient::connect(&server.url(room)).await;
+    let other = TestClient::connect(&server.url(room)).await;
+    innocent.insert(0, "still fine");
+    other.wait_text("still fine").await;
+}
+
+#[tokio::test]
+async fn allocation_bomb_closes_only_the_offender() {
+    let server = TestServer::start().await;
+    let evil = TestClient::connect(&server.url("bomb")).await;
+    // Sync step 1 whose 5-byte state vector declares 2^32 entries.
+    evil.send(Bytes::from_static(&[
+        0x00, 0x00, 0x05, 0x80, 0x80, 0x80, 0x80, 0x10,
+    ]));
+    assert_only_offender_closed(&server, "bomb", &evil, 1007).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn nesting_bomb_closes_only_the_offender() {
+    let server = TestServer::start().await;
+    let evil = TestClient::connect(&server.url("deep")).await;
+    // An Any array nested 7,000 deep in a map entry: about 14 KB that overflowed yrs's stack.
+    let mut update = vec![1, 1];
+    write_var(&mut update, 7);
+    update.push(0);
+    update.push(8 | 0x20);
+    update.push(1);
+    write_str(&mut update, "m");
+    write_str(&mut update, "k");
+    update.push(1);
+    for _ in 0..7_000 {
+        update.extend_from_slice(&[117, 1]);
+    }
+    update.extend_from_slice(&[126, 0]);
+    evil.send(encode_update(&update));
+    assert_only_offender_closed(&server, "deep", &evil, 1007).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_message_is_closed_with_1009() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.max_message_bytes = 64 * 1024;
+    })
+    .await;
+    let evil = TestClient::connect(&server.url("big")).await;
+    evil.send(Bytes::from(vec![0u8; 100 * 1024]));
+    assert_only_offender_closed(&server, "big", &evil, 1009).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_truncated_frames_close_only_the_offender() {
+    let server = TestServer::start().await;
+    for (i, junk) in [
+        &[0x00, 0x02, 0x0e, 0x01][..],
+        &[0x00, 0x07, 0x00][..],
+        &[0x01, 0x05, 0x01, 0x01][..],
+        &[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let room = format!("junk{i}");
+        let evil = TestClient::connect(&server.url(&room)).await;
+        evil.send(Bytes::copy_from_slice(junk));
+        assert_only_offender_closed(&server, &room, &evil, 1007).await;
+    }
+    // Text frames and unknown message types are ignored, like the reference server does.
+    let tolerated = TestClient::connect(&server.url("tolerated")).await;
+    tolerated.send_raw(WsMessage::Text("hello".into()));
+    tolerated.send(Bytes::from_static(&[0x7f, 0x00]));
+    tolerated.insert(0, "ok");
+    let b = TestClient::connect(&server.url("tolerated")).await;
+    b.wait_text("ok").await;
+    assert!(tolerated.is_open());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn updates_with_missing_dependencies_are_bounded() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.max_pending_bytes = 4 * 1024;
+    })
+    .await;
+    let url = server.url("pending");
+    // The sender's document fills after it connected, so only the updates it sends (all but
+    // the first, whose absence leaves every later one pending) reach the server.
+    let source = Doc::with_client_id(999);
+    let evil = TestClient::connect_with_doc(&url, source.clone()).await;
+    let text = source.get_or_insert_text("t");
+    let mut updates = Vec::new();
+    for i in 0..400 {
+        let mut txn = source.transact_mut();
+        text.insert(&mut txn, i * 10, "abcdefghij");
+        updates.push(txn.encode_update_v1());
+    }
+    for u in updates.iter().skip(1) {
+        evil.send(encode_update(u));
+    }
+    // The server asks the sender to resync with a sync step 1 once pending passes the cap,
+    // instead of keeping it all; the sender answers with everything, which then applies.
+    let watcher = TestClient::connect(&url).await;
+    watcher
+        .wait(
+            |_, _| watcher.text().len() == 4000,
+            "the resync to fill the gap",
+        )
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_not_waited_for() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.outbox_frames = 16;
+    })
+    .await;
+    let url = server.url("slow");
+    // A raw socket that never reads.
+    let (mut slow, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let writer = TestClient::connect(&url).await;
+    let reader = TestClient::connect(&url).await;
+    // Big updates fill the slow socket's TCP buffers (several MB on loopback), then its outbox.
+    let chunk = "y".repeat(64 * 1024);
+    let n = 256u32;
+    // Paced: the fast reader never has more than one frame queued; the slow one piles up.
+    for i in 0..n {
+        writer.insert(i * chunk.len() as u32, &chunk);
+        let want = (i as usize + 1) * chunk.len();
+        reader
+            .wait(|_, _| reader.text().len() == want, "fast reader keeps up")
+            .await;
+    }
+    assert!(writer.is_open() && reader.is_open());
+    // The slow socket, read at last, ends with the slow-consumer close code.
+    let code = tokio::time::timeout(support::WAIT, async {
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = slow.next().await {
+            if let WsMessage::Close(Some(f)) = m {
+                return Some(u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1013));
+    let metrics = reqwest_metrics(&server).await;
+    assert!(metrics.contains("plait_slow_consumer_closes_total"));
+    server.stop().await;
+}
+
+async fn reqwest_metrics(server: &TestServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn sync_step1_is_answered_with_only_the_difference() {
+    let server = TestServer::start().await;
+    let url = server.url("diff");
+    let a = TestClient::connect(&url).await;
+    a.insert(0, "0123456789");
+    let b = TestClient::connect(&url).await;
+    b.wait_text("0123456789").await;
+    // b already has everything: its step 1 must be answered with an empty diff.
+    let doc_sv = {
+        use yrs::updates::encoder::Encode;
+        use yrs::ReadTxn;
+        b.doc.transact().state_vector().encode_v1()
+    };
+    let before = b.seen.lock().unwrap().step2_count;
+    b.send(encode_sync_step1(&doc_sv));
+    b.wait(|s, _| s.step2_count > before, "second step 2").await;
+    assert_eq!(b.text(), "0123456789");
+    server.stop().await;
+}

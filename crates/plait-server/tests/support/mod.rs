@@ -1,0 +1,271 @@
+//! Test support: an in-process server and a raw y-websocket client built on yrs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use plait_protocol::message::{
+    encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
+};
+use plait_protocol::{AwarenessEntry, AwarenessUpdate, Limits, Message, SyncMessage};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+/// How long any wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process on an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server over `store` with `adjust` applied to the default configuration.
+    pub async fn start_with(
+        store: Arc<dyn plait_store::Store>,
+        adjust: impl FnOnce(&mut plait_server::Config),
+    ) -> Self {
+        let mut config = plait_server::Config::defaults();
+        config.port = 0;
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            plait_server::run(listener, config, store, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    /// A server over a fresh in-memory store.
+    pub async fn start() -> Self {
+        Self::start_with(Arc::new(plait_store::MemoryStore::default()), |_| {}).await
+    }
+
+    pub fn url(&self, room: &str) -> String {
+        format!("ws://{}/{}", self.addr, room)
+    }
+
+    /// Shuts down gracefully and waits for the server to return.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(d) = self.done.take() {
+            tokio::time::timeout(WAIT, d).await.unwrap().unwrap();
+        }
+    }
+}
+
+/// What a client saw.
+#[derive(Default, Debug)]
+pub struct Seen {
+    pub step2_count: usize,
+    pub awareness: Vec<AwarenessEntry>,
+    pub closed: Option<(u16, String)>,
+    pub frames: usize,
+}
+
+/// A y-websocket client: a yrs document kept in sync with the server by a reader task.
+pub struct TestClient {
+    pub doc: Doc,
+    pub seen: Arc<Mutex<Seen>>,
+    out: mpsc::UnboundedSender<WsMessage>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl TestClient {
+    /// Connects, performs the sync handshake and waits for the server's sync step 2.
+    pub async fn connect(url: &str) -> Self {
+        Self::connect_with_doc(url, Doc::new()).await
+    }
+
+    pub async fn connect_with_doc(url: &str, doc: Doc) -> Self {
+        let client = Self::connect_raw(url, doc).await;
+        let sv = client.doc.transact().state_vector().encode_v1();
+        client.send(encode_sync_step1(&sv));
+        client
+            .wait(|s, _| s.step2_count >= 1, "first sync step 2")
+            .await;
+        client
+    }
+
+    /// Connects without sending anything.
+    pub async fn connect_raw(url: &str, doc: Doc) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let reader = {
+            let seen = seen.clone();
+            let doc = doc.clone();
+            let out = out.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    match frame {
+                        WsMessage::Binary(data) => {
+                            let limits = Limits {
+                                max_awareness_clients: 10_000,
+                                ..Limits::default()
+                            };
+                            let msg = Message::decode(&data, &limits).expect("server sent garbage");
+                            seen.lock().unwrap().frames += 1;
+                            match msg {
+                                Message::Sync(SyncMessage::Step1(sv)) => {
+                                    let sv = StateVector::decode_v1(&sv).unwrap();
+                                    let diff = doc.transact().encode_state_as_update_v1(&sv);
+                                    let _ = out.send(WsMessage::Binary(encode_sync_step2(&diff)));
+                                }
+                                Message::Sync(SyncMessage::Step2(u)) => {
+                                    let u = Update::decode_v1(&u).unwrap();
+                                    doc.transact_mut().apply_update(u).unwrap();
+                                    seen.lock().unwrap().step2_count += 1;
+                                }
+                                Message::Sync(SyncMessage::Update(u)) => {
+                                    let u = Update::decode_v1(&u).unwrap();
+                                    doc.transact_mut().apply_update(u).unwrap();
+                                }
+                                Message::Awareness(a) => {
+                                    seen.lock().unwrap().awareness.extend(a.entries);
+                                }
+                                other => panic!("unexpected message {other:?}"),
+                            }
+                        }
+                        WsMessage::Close(frame) => {
+                            let _ = out.send(WsMessage::Close(frame.clone()));
+                            let c = frame
+                                .map(|f| (u16::from(f.code), f.reason.to_string()))
+                                .unwrap_or((1005, String::new()));
+                            seen.lock().unwrap().closed = Some(c);
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                let mut s = seen.lock().unwrap();
+                if s.closed.is_none() {
+                    s.closed = Some((1006, "connection dropped".into()));
+                }
+            })
+        };
+        TestClient {
+            doc,
+            seen,
+            out,
+            reader,
+        }
+    }
+
+    pub fn send(&self, frame: Bytes) {
+        let _ = self.out.send(WsMessage::Binary(frame));
+    }
+
+    pub fn send_raw(&self, msg: WsMessage) {
+        let _ = self.out.send(msg);
+    }
+
+    /// Inserts text locally and sends the update.
+    pub fn insert(&self, index: u32, s: &str) {
+        let text = self.doc.get_or_insert_text("t");
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            text.insert(&mut txn, index, s);
+            txn.encode_update_v1()
+        };
+        self.send(encode_update(&update));
+    }
+
+    pub fn text(&self) -> String {
+        let text = self.doc.get_or_insert_text("t");
+        text.get_string(&self.doc.transact())
+    }
+
+    pub fn set_awareness(&self, client: u64, clock: u64, state: &str) {
+        let update = AwarenessUpdate {
+            entries: vec![AwarenessEntry {
+                client,
+                clock,
+                state: state.into(),
+            }],
+        };
+        self.send(encode_awareness(&update.encode()));
+    }
+
+    /// Waits until `pred` holds for what this client has seen and its document.
+    pub async fn wait(&self, pred: impl Fn(&Seen, &Doc) -> bool, what: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if pred(&self.seen.lock().unwrap(), &self.doc) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; seen {:?}",
+                    self.seen.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_text(&self, expected: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if self.text() == expected {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out: text is {:?}, expected {:?}",
+                    self.text(),
+                    expected
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_closed(&self) -> (u16, String) {
+        self.wait(|s, _| s.closed.is_some(), "close").await;
+        self.seen.lock().unwrap().closed.clone().unwrap()
+    }
+
+    pub fn close(self) {
+        let _ = self.out.send(WsMessage::Close(None));
+        self.reader.abort();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.seen.lock().unwrap().closed.is_none()
+    }
+}
+
+/// The close code as a number.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
