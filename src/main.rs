@@ -52,7 +52,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| {
             format!(
-                "opening the store {} (set --store or PLAIT_STORE to sqlite://PATH)",
+                "opening the store {} (set --store or PLAIT_STORE to sqlite://PATH or postgres://USER@HOST/DB)",
                 plait_store::redact(&config.store)
             )
         })?;

@@ -36,9 +36,14 @@ pub struct Config {
     #[arg(long, env = "PLAIT_PORT", default_value_t = 1234)]
     pub port: u16,
 
-    /// Where rooms are stored: sqlite://PATH (created if missing) or memory: (nothing kept).
+    /// Where rooms are stored: sqlite://PATH (created if missing), postgres://USER@HOST/DB,
+    /// or memory: (nothing kept).
     #[arg(long, env = "PLAIT_STORE", default_value = "sqlite://data/plait.db")]
     pub store: String,
+
+    /// Most connections to PostgreSQL (SQLite uses one writer and four readers).
+    #[arg(long, env = "PLAIT_STORE_POOL_SIZE", default_value_t = 10)]
+    pub store_pool_size: u32,
 
     /// strict: commit before broadcast. relaxed-may-lose-recent-edits: broadcast first, commit
     /// within --flush-interval-ms.

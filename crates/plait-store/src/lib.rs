@@ -3,6 +3,7 @@
 //! Components, in reading order:
 //! - [`Store`]: the trait the server uses, with its record types ([`StoredRoom`], [`Snapshot`]).
 //! - [`sqlite`]: the embedded default ([`SqliteStore`]).
+//! - [`postgres`]: the production store ([`PgStore`]).
 //! - [`memory`]: an in-process store for tests ([`MemoryStore`]).
 //! - [`open`]: picks an implementation from a URL.
 //!
@@ -11,6 +12,7 @@
 
 mod error;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use bytes::Bytes;
 
 pub use error::Error;
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Why a snapshot was taken; decides what may be deleted beside it.
@@ -107,6 +110,17 @@ pub struct RoomSummary {
     pub updated_at_ms: i64,
 }
 
+/// One CRDT value of a room, as stored: its kind name and encoded state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredValue {
+    /// The value's name within the room.
+    pub name: String,
+    /// Its kind ("gcounter", "pncounter", "lww"); fixed by the first write.
+    pub kind: String,
+    /// The encoded state (`plait_crdt::Value::encode`).
+    pub state: Bytes,
+}
+
 /// Durable storage of rooms. Implementations must make [`Store::append_updates`] atomic and
 /// durable when it returns: the server broadcasts only what this call has committed.
 #[async_trait]
@@ -121,6 +135,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes a snapshot. A [`SnapshotKind::Compaction`] snapshot deletes, in the same
     /// transaction, the log entries it covers and the older compaction snapshots.
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error>;
+
+    /// Every CRDT value of `room`.
+    async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error>;
+
+    /// Inserts or replaces values of `room`, in one transaction.
+    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error>;
 
     /// Lists every stored room.
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error>;
@@ -139,23 +159,39 @@ pub enum SyncMode {
     Normal,
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (created if missing) or `memory:`.
+/// How to open a store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// How hard SQLite works to keep a commit (PostgreSQL always uses its own settings).
+    pub sync: SyncMode,
+    /// Most connections in the PostgreSQL pool.
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Full,
+            max_connections: 10,
+        }
+    }
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing), `postgres://...`, or
+/// `memory:`. Migrations are applied.
 ///
 /// # Errors
 /// [`Error::InvalidUrl`] for an unsupported scheme; database errors when it cannot be opened.
-pub async fn open(url: &str, sync: SyncMode) -> Result<Arc<dyn Store>, Error> {
+pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>, Error> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(SqliteStore::open(path, sync).await?))
+        Ok(Arc::new(SqliteStore::open(path, options.sync).await?))
     } else if url == "memory:" {
         Ok(Arc::new(MemoryStore::default()))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(Error::InvalidUrl(format!(
-            "{}: PostgreSQL is not supported by this build yet; use sqlite://PATH",
-            redact(url)
-        )))
+        Ok(Arc::new(PgStore::open(url, options.max_connections).await?))
     } else {
         Err(Error::InvalidUrl(format!(
-            "{}: expected sqlite://PATH or memory:",
+            "{}: expected sqlite://PATH, postgres://USER@HOST/DB or memory:",
             redact(url)
         )))
     }

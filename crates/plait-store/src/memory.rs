@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom};
+use crate::{
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
+    StoredValue,
+};
 
 #[derive(Debug, Default)]
 struct Room {
@@ -14,6 +17,7 @@ struct Room {
     updated_at_ms: i64,
     log: Vec<LoggedUpdate>,
     snapshots: Vec<Snapshot>,
+    values: BTreeMap<String, StoredValue>,
 }
 
 /// Rooms kept in memory.
@@ -72,6 +76,23 @@ impl Store for MemoryStore {
             r.snapshots.retain(|s| s.kind != SnapshotKind::Compaction);
         }
         r.snapshots.push(snapshot.clone());
+        Ok(())
+    }
+
+    async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {
+        Ok(self
+            .rooms()
+            .get(room)
+            .map(|r| r.values.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+        let mut rooms = self.rooms();
+        let r = rooms.entry(room.to_owned()).or_default();
+        for v in values {
+            r.values.insert(v.name.clone(), v.clone());
+        }
         Ok(())
     }
 

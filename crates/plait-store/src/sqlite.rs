@@ -13,7 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom, SyncMode,
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
+    StoredValue, SyncMode,
 };
 
 /// How long a statement waits for SQLite's file lock before failing.
@@ -189,6 +190,43 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {
+        let rows =
+            sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = ? ORDER BY name")
+                .bind(room)
+                .fetch_all(&self.reader)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredValue {
+                name: row.get("name"),
+                kind: row.get("kind"),
+                state: Bytes::from(row.get::<Vec<u8>, _>("state")),
+            })
+            .collect())
+    }
+
+    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        for v in values {
+            sqlx::query(
+                "INSERT INTO crdt_values (room, name, kind, state, updated_at_ms) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (room, name) DO UPDATE SET kind = excluded.kind, state = excluded.state, \
+                 updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(room)
+            .bind(&v.name)
+            .bind(&v.kind)
+            .bind(v.state.as_ref())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -1,7 +1,50 @@
 //! One storage test suite, run against every implementation.
 
 use bytes::Bytes;
-use plait_store::{MemoryStore, Snapshot, SnapshotKind, SqliteStore, Store, SyncMode};
+use plait_store::{
+    MemoryStore, PgStore, Snapshot, SnapshotKind, SqliteStore, Store, StoreOptions, StoredValue,
+    SyncMode,
+};
+
+/// The PostgreSQL test database; each test gets a schema of its own in it.
+fn postgres_url() -> String {
+    std::env::var("PLAIT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh, empty schema in the test database, or `None` (with a loud note) when PostgreSQL is
+/// unreachable. `PLAIT_REQUIRE_POSTGRES=1` (set by .ci/run) turns that skip into a failure.
+async fn postgres() -> Option<PgStore> {
+    use sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+    let url = postgres_url();
+    let admin = match sqlx::PgPool::connect(&url).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            if std::env::var("PLAIT_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+                panic!("PostgreSQL at {url} is required (PLAIT_REQUIRE_POSTGRES=1): {e}");
+            }
+            eprintln!("SKIPPED PostgreSQL: {url} unreachable ({e}); set PLAIT_TEST_POSTGRES_URL");
+            return None;
+        }
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let schema = format!(
+        "t_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    for sql in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+    ] {
+        sqlx::query(&sql).execute(&admin).await.unwrap();
+    }
+    let options = PgConnectOptions::from_str(&url)
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    Some(PgStore::open_with(options, 4).await.unwrap())
+}
 
 async fn stores() -> (Vec<(&'static str, Box<dyn Store>)>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -9,13 +52,14 @@ async fn stores() -> (Vec<(&'static str, Box<dyn Store>)>, tempfile::TempDir) {
     let sqlite = SqliteStore::open(path.to_str().unwrap(), SyncMode::Full)
         .await
         .unwrap();
-    (
-        vec![
-            ("memory", Box::new(MemoryStore::default()) as Box<dyn Store>),
-            ("sqlite", Box::new(sqlite)),
-        ],
-        dir,
-    )
+    let mut stores: Vec<(&'static str, Box<dyn Store>)> = vec![
+        ("memory", Box::new(MemoryStore::default())),
+        ("sqlite", Box::new(sqlite)),
+    ];
+    if let Some(pg) = postgres().await {
+        stores.push(("postgres", Box::new(pg)));
+    }
+    (stores, dir)
 }
 
 fn b(s: &str) -> Bytes {
@@ -111,8 +155,76 @@ async fn sqlite_keeps_commits_across_reopen() {
 
 #[tokio::test]
 async fn bad_urls_are_refused_with_a_clear_message() {
-    let err = plait_store::open("mysql://x", SyncMode::Full)
+    let err = plait_store::open("mysql://x", StoreOptions::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("expected sqlite://PATH"), "{err}");
+    // An unreachable database is an error, and its password never appears in it.
+    let err = plait_store::open(
+        "postgres://u:secret@127.0.0.1:1/db",
+        StoreOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!format!("{err}").contains("secret"), "{err}");
+}
+
+#[tokio::test]
+async fn values_are_upserted_per_room() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let v = |n: &str, state: &str| StoredValue {
+            name: n.into(),
+            kind: "gcounter".into(),
+            state: b(state),
+        };
+        store
+            .put_values("r", &[v("likes", "1"), v("views", "2")])
+            .await
+            .unwrap();
+        store.put_values("r", &[v("likes", "3")]).await.unwrap();
+        store.put_values("other", &[v("likes", "9")]).await.unwrap();
+        let got = store.load_values("r").await.unwrap();
+        assert_eq!(got, vec![v("likes", "3"), v("views", "2")], "{name}");
+        assert!(
+            store.load_values("none").await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_to_one_room_get_unique_seqs() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(store);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for j in 0..10 {
+                        seqs.push(
+                            store
+                                .append_updates("shared", &[b(&format!("{i}-{j}"))])
+                                .await
+                                .unwrap(),
+                        );
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=80).collect::<Vec<u64>>(), "{name}");
+        assert_eq!(
+            store.load_room("shared").await.unwrap().updates.len(),
+            80,
+            "{name}"
+        );
+    }
 }

@@ -1,0 +1,252 @@
+//! PostgreSQL: the production store, shareable by several plait processes.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+
+use crate::{
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
+    StoredValue,
+};
+
+/// How long to wait for a pooled connection before an operation fails (and is retried by the
+/// room, which holds its updates meanwhile).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A store in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies migrations.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL sqlx cannot parse; database or migration errors.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::InvalidUrl(format!("{}: {e}", crate::redact(url))))?;
+        Self::open_with(options, max_connections).await
+    }
+
+    /// Connects with prepared options (tests use them to pick a schema) and migrates.
+    ///
+    /// # Errors
+    /// Database or migration errors.
+    pub async fn open_with(options: PgConnectOptions, max_connections: u32) -> Result<Self, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot of the database for the snapshot row and the log after it.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let last_seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = $1")
+                .bind(room)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let snapshot = sqlx::query(
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+             WHERE room = $1 ORDER BY up_to_seq DESC, id DESC LIMIT 1",
+        )
+        .bind(room)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| -> Result<Snapshot, Error> {
+            Ok(Snapshot {
+                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                kind: SnapshotKind::parse(row.get("kind"))?,
+                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
+                created_at_ms: row.get("created_at_ms"),
+            })
+        })
+        .transpose()?;
+        let after = snapshot.as_ref().map_or(0, |s| s.up_to_seq as i64);
+        let updates =
+            sqlx::query("SELECT seq, data FROM updates WHERE room = $1 AND seq > $2 ORDER BY seq")
+                .bind(room)
+                .bind(after)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    Ok(LoggedUpdate {
+                        seq: to_u64(row.get("seq"), "update seq")?,
+                        data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+        tx.commit().await?;
+        Ok(StoredRoom {
+            snapshot,
+            updates,
+            last_seq: to_u64(last_seq.unwrap_or(0), "room seq")?,
+        })
+    }
+
+    async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error> {
+        if updates.is_empty() {
+            return Err(Error::Corrupt("append of no updates".into()));
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // The upsert locks the room's row until commit: concurrent appenders to one room, in
+        // this process or another, get consecutive ranges.
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq, \
+             updated_at_ms = EXCLUDED.updated_at_ms RETURNING last_seq",
+        )
+        .bind(room)
+        .bind(updates.len() as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = last - updates.len() as i64 + 1;
+        let seqs: Vec<i64> = (first..=last).collect();
+        let data: Vec<&[u8]> = updates.iter().map(|u| u.as_ref()).collect();
+        sqlx::query(
+            "INSERT INTO updates (room, seq, data, created_at_ms) \
+             SELECT $1, s, d, $4 FROM UNNEST($2::BIGINT[], $3::BYTEA[]) AS t(s, d)",
+        )
+        .bind(room)
+        .bind(&seqs)
+        .bind(&data)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        to_u64(last, "room seq")
+    }
+
+    async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO snapshots (room, up_to_seq, kind, data, state_vector, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(room)
+        .bind(snapshot.up_to_seq as i64)
+        .bind(snapshot.kind.as_str())
+        .bind(snapshot.data.as_ref())
+        .bind(snapshot.state_vector.as_ref())
+        .bind(snapshot.created_at_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = GREATEST(rooms.last_seq, EXCLUDED.last_seq)",
+        )
+        .bind(room)
+        .bind(snapshot.up_to_seq as i64)
+        .bind(snapshot.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if snapshot.kind == SnapshotKind::Compaction {
+            sqlx::query("DELETE FROM updates WHERE room = $1 AND seq <= $2")
+                .bind(room)
+                .bind(snapshot.up_to_seq as i64)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM snapshots WHERE room = $1 AND kind = 'compaction' AND id <> $2",
+            )
+            .bind(room)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {
+        let rows =
+            sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = $1 ORDER BY name")
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredValue {
+                name: row.get("name"),
+                kind: row.get("kind"),
+                state: Bytes::from(row.get::<Vec<u8>, _>("state")),
+            })
+            .collect())
+    }
+
+    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for v in values {
+            sqlx::query(
+                "INSERT INTO crdt_values (room, name, kind, state, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room, name) DO UPDATE SET \
+                 kind = EXCLUDED.kind, state = EXCLUDED.state, updated_at_ms = EXCLUDED.updated_at_ms",
+            )
+            .bind(room)
+            .bind(&v.name)
+            .bind(&v.kind)
+            .bind(v.state.as_ref())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.last_seq, r.updated_at_ms, \
+               (SELECT count(*) FROM updates u WHERE u.room = r.name) AS n_updates, \
+               (SELECT coalesce(sum(length(u.data)), 0) FROM updates u WHERE u.room = r.name)::BIGINT \
+                 + coalesce((SELECT length(s.data) FROM snapshots s WHERE s.room = r.name \
+                   ORDER BY s.up_to_seq DESC, s.id DESC LIMIT 1), 0)::BIGINT AS stored_bytes \
+             FROM rooms r ORDER BY r.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RoomSummary {
+                    name: row.get("name"),
+                    last_seq: to_u64(row.get("last_seq"), "room seq")?,
+                    n_updates: to_u64(row.get("n_updates"), "update count")?,
+                    stored_bytes: to_u64(row.get("stored_bytes"), "stored bytes")?,
+                    updated_at_ms: row.get("updated_at_ms"),
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
