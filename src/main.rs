@@ -48,7 +48,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Durability::Strict => SyncMode::Full,
         Durability::RelaxedMayLoseRecentEdits => SyncMode::Normal,
     };
-    let store = plait_store::open(&config.store, sync)
+    let options = plait_store::StoreOptions {
+        sync,
+        max_connections: config.store_pool_size,
+    };
+    let store = plait_store::open(&config.store, options)
         .await
         .with_context(|| {
             format!(
