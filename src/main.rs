@@ -1,6 +1,9 @@
 //! The `plait` binary: `plait serve` (the default) runs the server.
 
+mod cli;
+
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,6 +27,71 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(Box<Config>),
+    /// List stored rooms: size, updates since the last snapshot, last change, clients.
+    Rooms(cli::Target),
+    /// Print a room's document as JSON.
+    Inspect {
+        /// The room name.
+        room: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Write a room's document to a file as one Yjs v1 update (`Y.applyUpdate` loads it).
+    Export {
+        /// The room name.
+        room: String,
+        /// The file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Merge a Yjs v1 update from a file (e.g. `Y.encodeStateAsUpdate`) into a room.
+    Import {
+        /// The room name (created if it does not exist).
+        room: String,
+        /// The file to read.
+        file: PathBuf,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// List a room's restore points.
+    History {
+        /// The room name.
+        room: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Restore a room's content from a file or as it was at a past time, as a new edit that
+    /// connected clients merge.
+    Restore {
+        /// The room name.
+        room: String,
+        /// A Yjs v1 update holding the content to restore.
+        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        from: Option<PathBuf>,
+        /// A time (2026-11-23T17:00:00Z) or how long ago (15m, 2h, 3days).
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Merge rooms' update logs into snapshots (one room, or every room).
+    Compact {
+        /// The room name; every room when omitted.
+        room: Option<String>,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Copy every room from one store to another and verify it (e.g. SQLite to PostgreSQL).
+    Migrate {
+        /// The source store URL.
+        #[arg(long)]
+        from: String,
+        /// The destination store URL.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +99,7 @@ fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Serve(config)) => *config,
         None => *cli.serve,
+        Some(admin) => return run_admin(admin),
     };
     init_tracing(config.log_format);
     config
@@ -41,6 +110,68 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?
         .block_on(serve(config))
+}
+
+fn run_admin(command: Command) -> anyhow::Result<()> {
+    init_tracing(LogFormat::Pretty);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut out = std::io::stdout().lock();
+    runtime.block_on(async {
+        match command {
+            Command::Serve(_) => unreachable!("handled by main"),
+            Command::Rooms(target) => cli::rooms(&target, &mut out).await,
+            Command::Inspect { room, target } => cli::inspect(&target, &room, &mut out).await,
+            Command::Export {
+                room,
+                output,
+                target,
+            } => {
+                let n = cli::export(&target, &room, &output).await?;
+                eprintln!("wrote {n} bytes to {}", output.display());
+                Ok(())
+            }
+            Command::Import { room, file, target } => {
+                let changed = cli::import(&target, &room, &file).await?;
+                eprintln!(
+                    "{}",
+                    if changed {
+                        "imported"
+                    } else {
+                        "nothing new: the room already had all of it"
+                    }
+                );
+                Ok(())
+            }
+            Command::History { room, target } => cli::history(&target, &room, &mut out).await,
+            Command::Restore {
+                room,
+                from,
+                at,
+                target,
+            } => {
+                let from = match (from, at) {
+                    (Some(f), _) => cli::RestoreFrom::File(f),
+                    (None, Some(at)) => cli::RestoreFrom::Time(cli::parse_time(&at)?),
+                    (None, None) => unreachable!("clap requires one"),
+                };
+                eprintln!("{}", cli::restore(&target, &room, from).await?);
+                Ok(())
+            }
+            Command::Compact { room, target } => {
+                let n = cli::compact(&target, room.as_deref()).await?;
+                eprintln!("compacted {n} room(s)");
+                Ok(())
+            }
+            Command::Migrate { from, to } => {
+                let n = cli::migrate(&from, &to, &mut out).await?;
+                eprintln!("migrated {n} room(s)");
+                Ok(())
+            }
+        }
+    })
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -95,6 +95,21 @@ pub struct StoredRoom {
     pub last_seq: u64,
 }
 
+/// A snapshot as listed by [`Store::list_snapshots`], without its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its id, for [`Store::load_snapshot`].
+    pub id: i64,
+    /// The last log sequence number merged into it.
+    pub up_to_seq: u64,
+    /// Why it was taken.
+    pub kind: SnapshotKind,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Size of its data in bytes.
+    pub bytes: u64,
+}
+
 /// A room as listed by [`Store::list_rooms`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
@@ -135,6 +150,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes a snapshot. A [`SnapshotKind::Compaction`] snapshot deletes, in the same
     /// transaction, the log entries it covers and the older compaction snapshots.
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error>;
+
+    /// The room's snapshots, oldest first.
+    async fn list_snapshots(&self, room: &str) -> Result<Vec<SnapshotInfo>, Error>;
+
+    /// One snapshot with its data, if it exists.
+    async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error>;
+
+    /// Log entries of `room` with `seq > after_seq` written at or before `until_ms`, in order.
+    async fn load_updates_until(
+        &self,
+        room: &str,
+        after_seq: u64,
+        until_ms: i64,
+    ) -> Result<Vec<LoggedUpdate>, Error>;
+
+    /// Deletes history snapshots of `room` written before `before_ms`, keeping the newest one;
+    /// returns how many were deleted.
+    async fn prune_history(&self, room: &str, before_ms: i64) -> Result<u64, Error>;
 
     /// Every CRDT value of `room`.
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error>;

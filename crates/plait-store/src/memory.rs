@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
-    StoredValue,
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
+    StoredRoom, StoredValue,
 };
 
 #[derive(Debug, Default)]
@@ -77,6 +77,64 @@ impl Store for MemoryStore {
         }
         r.snapshots.push(snapshot.clone());
         Ok(())
+    }
+
+    async fn list_snapshots(&self, room: &str) -> Result<Vec<SnapshotInfo>, Error> {
+        Ok(self.rooms().get(room).map_or_else(Vec::new, |r| {
+            r.snapshots
+                .iter()
+                .enumerate()
+                .map(|(i, s)| SnapshotInfo {
+                    id: s.created_at_ms.wrapping_mul(1000) + i as i64,
+                    up_to_seq: s.up_to_seq,
+                    kind: s.kind,
+                    created_at_ms: s.created_at_ms,
+                    bytes: s.data.len() as u64,
+                })
+                .collect()
+        }))
+    }
+
+    async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error> {
+        let snapshots = self.list_snapshots(room).await?;
+        let index = snapshots.iter().position(|s| s.id == id);
+        Ok(index.and_then(|i| self.rooms().get(room).map(|r| r.snapshots[i].clone())))
+    }
+
+    async fn load_updates_until(
+        &self,
+        room: &str,
+        after_seq: u64,
+        _until_ms: i64,
+    ) -> Result<Vec<LoggedUpdate>, Error> {
+        // The memory store keeps no write times: every entry counts as written before.
+        Ok(self.rooms().get(room).map_or_else(Vec::new, |r| {
+            r.log
+                .iter()
+                .filter(|u| u.seq > after_seq)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn prune_history(&self, room: &str, before_ms: i64) -> Result<u64, Error> {
+        let mut rooms = self.rooms();
+        let Some(r) = rooms.get_mut(room) else {
+            return Ok(0);
+        };
+        let newest = r
+            .snapshots
+            .iter()
+            .filter(|s| s.kind == SnapshotKind::History)
+            .map(|s| s.created_at_ms)
+            .max();
+        let before = r.snapshots.len();
+        r.snapshots.retain(|s| {
+            s.kind != SnapshotKind::History
+                || s.created_at_ms >= before_ms
+                || Some(s.created_at_ms) == newest
+        });
+        Ok((before - r.snapshots.len()) as u64)
     }
 
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {

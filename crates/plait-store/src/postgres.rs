@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
-    StoredValue,
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
+    StoredRoom, StoredValue,
 };
 
 /// How long to wait for a pooled connection before an operation fails (and is retried by the
@@ -182,6 +182,86 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_snapshots(&self, room: &str) -> Result<Vec<SnapshotInfo>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, up_to_seq, kind, created_at_ms, CAST(length(data) AS BIGINT) AS bytes FROM snapshots \
+             WHERE room = $1 ORDER BY created_at_ms, id",
+        )
+        .bind(room)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SnapshotInfo {
+                    id: row.get("id"),
+                    up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                    kind: SnapshotKind::parse(row.get("kind"))?,
+                    created_at_ms: row.get("created_at_ms"),
+                    bytes: to_u64(row.get::<i64, _>("bytes"), "snapshot size")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error> {
+        sqlx::query(
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+             WHERE room = $1 AND id = $2",
+        )
+        .bind(room)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| {
+            Ok(Snapshot {
+                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                kind: SnapshotKind::parse(row.get("kind"))?,
+                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
+                created_at_ms: row.get("created_at_ms"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn load_updates_until(
+        &self,
+        room: &str,
+        after_seq: u64,
+        until_ms: i64,
+    ) -> Result<Vec<LoggedUpdate>, Error> {
+        sqlx::query(
+            "SELECT seq, data FROM updates WHERE room = $1 AND seq > $2 AND created_at_ms <= $3 \
+             ORDER BY seq",
+        )
+        .bind(room)
+        .bind(after_seq as i64)
+        .bind(until_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(LoggedUpdate {
+                seq: to_u64(row.get("seq"), "update seq")?,
+                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+            })
+        })
+        .collect()
+    }
+
+    async fn prune_history(&self, room: &str, before_ms: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM snapshots WHERE room = $1 AND kind = 'history' AND created_at_ms < $2 \
+             AND id <> (SELECT max(id) FROM snapshots WHERE room = $3 AND kind = 'history')",
+        )
+        .bind(room)
+        .bind(before_ms)
+        .bind(room)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {

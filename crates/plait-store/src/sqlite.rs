@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotKind, Store, StoredRoom,
-    StoredValue, SyncMode,
+    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
+    StoredRoom, StoredValue, SyncMode,
 };
 
 /// How long a statement waits for SQLite's file lock before failing.
@@ -193,6 +193,86 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_snapshots(&self, room: &str) -> Result<Vec<SnapshotInfo>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, up_to_seq, kind, created_at_ms, CAST(length(data) AS BIGINT) AS bytes FROM snapshots \
+             WHERE room = ? ORDER BY created_at_ms, id",
+        )
+        .bind(room)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SnapshotInfo {
+                    id: row.get("id"),
+                    up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                    kind: SnapshotKind::parse(row.get("kind"))?,
+                    created_at_ms: row.get("created_at_ms"),
+                    bytes: to_u64(row.get::<i64, _>("bytes"), "snapshot size")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error> {
+        sqlx::query(
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+             WHERE room = ? AND id = ?",
+        )
+        .bind(room)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?
+        .map(|row| {
+            Ok(Snapshot {
+                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
+                kind: SnapshotKind::parse(row.get("kind"))?,
+                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
+                created_at_ms: row.get("created_at_ms"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn load_updates_until(
+        &self,
+        room: &str,
+        after_seq: u64,
+        until_ms: i64,
+    ) -> Result<Vec<LoggedUpdate>, Error> {
+        sqlx::query(
+            "SELECT seq, data FROM updates WHERE room = ? AND seq > ? AND created_at_ms <= ? \
+             ORDER BY seq",
+        )
+        .bind(room)
+        .bind(after_seq as i64)
+        .bind(until_ms)
+        .fetch_all(&self.reader)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(LoggedUpdate {
+                seq: to_u64(row.get("seq"), "update seq")?,
+                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
+            })
+        })
+        .collect()
+    }
+
+    async fn prune_history(&self, room: &str, before_ms: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM snapshots WHERE room = ? AND kind = 'history' AND created_at_ms < ? \
+             AND id <> (SELECT max(id) FROM snapshots WHERE room = ? AND kind = 'history')",
+        )
+        .bind(room)
+        .bind(before_ms)
+        .bind(room)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {

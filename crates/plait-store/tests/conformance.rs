@@ -228,3 +228,41 @@ async fn concurrent_appends_to_one_room_get_unique_seqs() {
         );
     }
 }
+
+#[tokio::test]
+async fn history_snapshots_are_listed_loaded_and_pruned() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        store.append_updates("h", &[b("1"), b("2")]).await.unwrap();
+        for (t, seq) in [(1000, 1), (2000, 2), (3000, 2)] {
+            let snap = Snapshot {
+                up_to_seq: seq,
+                kind: SnapshotKind::History,
+                data: b(&format!("state@{t}")),
+                state_vector: b("sv"),
+                created_at_ms: t,
+            };
+            store.write_snapshot("h", &snap).await.unwrap();
+        }
+        let list = store.list_snapshots("h").await.unwrap();
+        assert_eq!(list.len(), 3, "{name}");
+        assert_eq!(list[1].created_at_ms, 2000, "{name}");
+        let second = store.load_snapshot("h", list[1].id).await.unwrap().unwrap();
+        assert_eq!(second.data, b("state@2000"), "{name}");
+        // History snapshots do not remove the log.
+        assert_eq!(
+            store
+                .load_updates_until("h", 0, i64::MAX)
+                .await
+                .unwrap()
+                .len(),
+            2,
+            "{name}"
+        );
+        // Pruning keeps the newest history point even when it is old.
+        assert_eq!(store.prune_history("h", 10_000).await.unwrap(), 2, "{name}");
+        let left = store.list_snapshots("h").await.unwrap();
+        assert_eq!(left.len(), 1, "{name}");
+        assert_eq!(left[0].created_at_ms, 3000, "{name}");
+    }
+}
