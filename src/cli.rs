@@ -100,13 +100,18 @@ impl Target {
                 .timeout(Duration::from_secs(120))
                 .build();
             let health = format!("{}/healthz", self.server.trim_end_matches('/'));
+            // Only whether something answers matters: a transport error means no server.
             let probe = tokio::task::spawn_blocking({
                 let agent = agent.clone();
-                move || agent.get(&health).call()
+                move || match agent.get(&health).call() {
+                    Ok(_) => Ok(true),
+                    Err(ureq::Error::Transport(_)) => Ok(false),
+                    Err(e) => Err(e.to_string()),
+                }
             })
             .await?;
             match probe {
-                Ok(_) => {
+                Ok(true) => {
                     let token = self.admin_token.clone().ok_or_else(|| {
                         anyhow!(
                             "a plait server is running at {}: pass its --admin-token (or set \
@@ -120,7 +125,7 @@ impl Target {
                         agent,
                     }));
                 }
-                Err(ureq::Error::Transport(_)) => {}
+                Ok(false) => {}
                 Err(e) => bail!("{} answered /healthz with an error: {e}", self.server),
             }
         }
