@@ -1,6 +1,7 @@
 //! The `plait` binary: `plait serve` (the default) runs the server.
 
 mod cli;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(Box<Config>),
+    /// Print a signed access token (HS256) for --auth-secret, for development and scripts.
+    Token(token::TokenArgs),
     /// List stored rooms: size, updates since the last snapshot, last change, clients.
     Rooms(cli::Target),
     /// Print a room's document as JSON.
@@ -99,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Serve(config)) => *config,
         None => *cli.serve,
+        Some(Command::Token(args)) => return token::run(args, &mut std::io::stdout()),
         Some(admin) => return run_admin(admin),
     };
     init_tracing(config.log_format);
@@ -121,7 +125,7 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     runtime.block_on(async {
         match command {
-            Command::Serve(_) => unreachable!("handled by main"),
+            Command::Serve(_) | Command::Token(_) => unreachable!("handled by main"),
             Command::Rooms(target) => cli::rooms(&target, &mut out).await,
             Command::Inspect { room, target } => cli::inspect(&target, &room, &mut out).await,
             Command::Export {

@@ -54,7 +54,15 @@ async fn automerge_paper_trace_survives_the_server_and_a_restart() {
     assert!(trace.end.is_ascii() && trace.patches.iter().all(|p| p.2.is_ascii()));
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}/plait.db", dir.path().display());
-    let server = binary::Server::start(&store, &[]).await;
+    // The replay is one client sending 259,778 updates as fast as it can, far beyond the
+    // default per-connection rate (which would throttle it, correctly, to 300 per second).
+    let unthrottled = [
+        "--max-messages-per-sec",
+        "100000000",
+        "--max-bytes-per-sec",
+        "10000000000",
+    ];
+    let server = binary::Server::start(&store, &unthrottled).await;
     let url = server.url("paper");
     let writer = TestClient::connect_with_doc(&url, Doc::new()).await;
     let text = writer.doc.get_or_insert_text("t");

@@ -33,6 +33,8 @@ if (TARGET !== 'plait' && TARGET !== 'reference') {
   throw new Error(`TARGET must be "plait" or "reference", got "${process.env.TARGET}"`)
 }
 export const IS_PLAIT = TARGET === 'plait'
+/** The admin token every plait test server is started with (its admin API and the CLI). */
+export const ADMIN_TOKEN = 'test-admin-token'
 export const IS_REFERENCE = TARGET === 'reference'
 
 export const PLAIT_BIN = path.resolve(HERE, process.env.PLAIT_BIN || '../../target/release/plait')
@@ -158,7 +160,7 @@ class ServerHandle {
       return {
         cmd: PLAIT_BIN,
         args: ['serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', `sqlite://${path.join(this.dir, 'plait.db')}`],
-        env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' }
+        env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', PLAIT_ADMIN_TOKEN: ADMIN_TOKEN }
       }
     }
     const env = { ...process.env, HOST: '127.0.0.1', PORT: String(this.port) }

@@ -67,6 +67,21 @@ test(`[${target}] two people: live text, remote cursor with name, presence list,
       assert.equal(await who.page.locator('#presence .peer[data-self="true"] .peer-name').textContent(), who.name)
     }
 
+    // The title and the like counter (plait's CRDT values) belong in the picture too.
+    if (target === 'plait') {
+      await alice.page.locator('#doc-title').fill('Weekend groceries')
+      await alice.page.locator('#doc-title').press('Enter')
+      await alice.page.locator('#like').click()
+      await bob.page.locator('#like').click()
+      await bob.page.locator('#like').click()
+      for (const who of [alice, bob]) {
+        await until(async () => (await who.page.locator('#like-count').textContent()) === '3', { message: `${who.name} to see 3 likes` })
+        await until(async () => (await who.page.locator('#doc-title').inputValue()) === 'Weekend groceries', { message: `${who.name} to see the title` })
+      }
+      await bob.page.locator('.cm-line', { hasText: 'bread' }).click()
+      await bob.page.keyboard.press('End')
+    }
+
     // Bob selects his line, so the picture also shows a remote selection.
     await bob.page.keyboard.press('Shift+Home')
     await alice.page.locator('.cm-ySelection').first().waitFor({ timeout: 2_000 })
@@ -204,6 +219,47 @@ test(`[${target}] content survives a server restart; offline reload shows Indexe
     }
   } finally {
     await alice.context.close()
+  }
+})
+
+test(`[${target}] likes and title (CRDT values): 20 clicks split across two windows show 20 in both`, { skip: target !== 'plait' && 'needs plait\'s CRDT values' }, async () => {
+  const room = `likes-${run}`
+  const alice = await newUser(browser, consoleLog, { name: 'Alice', color: '#e6194b' })
+  const bob = await newUser(browser, consoleLog, { name: 'Bob', color: '#4363d8' })
+  try {
+    await openRoom(alice.page, server, room)
+    await openRoom(bob.page, server, room)
+    await waitForStatus(alice.page, 'synced')
+    await waitForStatus(bob.page, 'synced')
+    for (const who of [alice, bob]) assert.equal(await who.page.locator('#like-count').textContent(), '0')
+
+    // Interleaved and concurrent: 12 clicks in Alice's window, 8 in Bob's.
+    const clicks = (who, n) => (async () => {
+      for (let i = 0; i < n; i++) await who.page.locator('#like').click()
+    })()
+    await Promise.all([clicks(alice, 12), clicks(bob, 8)])
+    for (const who of [alice, bob]) {
+      await until(async () => (await who.page.locator('#like-count').textContent()) === '20', { message: `${who.name} to see 20 likes` })
+    }
+
+    // The title set in one window shows in the other.
+    await bob.page.locator('#doc-title').fill('Plans for Saturday')
+    await bob.page.locator('#doc-title').press('Enter')
+    await until(async () => (await alice.page.locator('#doc-title').inputValue()) === 'Plans for Saturday', { message: "Bob's title in Alice's window" })
+
+    // A late window gets both from the server.
+    const carol = await newUser(browser, consoleLog, { name: 'Carol', color: '#3c8d2f' })
+    try {
+      await openRoom(carol.page, server, room)
+      await until(async () => (await carol.page.locator('#like-count').textContent()) === '20', { message: 'Carol to see 20 likes' })
+      await until(async () => (await carol.page.locator('#doc-title').inputValue()) === 'Plans for Saturday', { message: 'Carol to see the title' })
+      await screenshot(carol.page, 'values-carol')
+    } finally {
+      await carol.context.close()
+    }
+  } finally {
+    await alice.context.close()
+    await bob.context.close()
   }
 })
 

@@ -36,7 +36,12 @@ async function start(): Promise<void> {
 
   // Created without connecting: local content from IndexedDB is loaded first, so
   // that the first SyncStep2 we send already carries edits made while offline.
-  const provider = new WebsocketProvider(serverUrl, encodeURIComponent(room), doc, { connect: false })
+  // `plait-values=1` opts in to plait's CRDT values (the title and likes, src/crdt-hook.ts);
+  // other servers ignore the parameter.
+  const provider = new WebsocketProvider(serverUrl, encodeURIComponent(room), doc, {
+    connect: false,
+    params: { 'plait-values': '1' },
+  })
   const awareness = provider.awareness
   awareness.setLocalStateField('user', { name: identity.name, color: identity.color, colorLight: identity.colorLight })
 

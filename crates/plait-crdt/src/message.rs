@@ -8,6 +8,7 @@
 //! | 0 op | client → server | `varstring name`, `varuint kind`, then by kind: gcounter `varuint delta`; pncounter `varint delta`; lww `varstring json` |
 //! | 1 state | server → client | `varstring name`, then a [`Value`] state (`varuint kind` + state) |
 //! | 2 rejected | server → client | `varstring name` (may be empty), `varstring reason` |
+//! | 3 set at | client → server | `varstring name`, 8 bytes big-endian `physical << 16 \| logical` (the client's HLC reading), `varstring json` |
 //!
 //! Names are 1 to [`MAX_NAME_BYTES`] bytes of UTF-8 (a rejected message's name may be empty),
 //! JSON texts at most [`crate::MAX_JSON_BYTES`], reasons at most [`MAX_REASON_BYTES`].
@@ -15,6 +16,7 @@
 //! everything and refuses trailing bytes.
 
 use crate::encoding::{write_var_i64, write_var_string, write_var_u64, DecodeError, Reader};
+use crate::hlc::MAX_PHYSICAL_MS;
 use crate::lww::read_json;
 use crate::op::{Action, Op, Update, MAX_NAME_BYTES};
 use crate::value::{Kind, Value};
@@ -31,6 +33,7 @@ pub const MAX_REASON_BYTES: usize = 256;
 const MESSAGE_OP: u64 = 0;
 const MESSAGE_STATE: u64 = 1;
 const MESSAGE_REJECTED: u64 = 2;
+const MESSAGE_SET_AT: u64 = 3;
 
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,22 @@ impl ClientMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
+            ClientMessage::Op(Op {
+                name,
+                action:
+                    Action::SetAt {
+                        value,
+                        physical_ms,
+                        logical,
+                    },
+            }) => {
+                write_var_u64(&mut out, MESSAGE_SET_AT);
+                write_var_string(&mut out, name);
+                // Like a timestamp's fixed part; the physical part is cut to 48 bits.
+                let packed = ((*physical_ms & MAX_PHYSICAL_MS) << 16) | u64::from(*logical);
+                out.extend_from_slice(&packed.to_be_bytes());
+                write_var_string(&mut out, &value.to_string());
+            }
             ClientMessage::Op(op) => {
                 write_var_u64(&mut out, MESSAGE_OP);
                 write_var_string(&mut out, &op.name);
@@ -65,7 +84,9 @@ impl ClientMessage {
                 match &op.action {
                     Action::Increment(delta) => write_var_u64(&mut out, *delta),
                     Action::Add(delta) => write_var_i64(&mut out, *delta),
-                    Action::Set(json) => write_var_string(&mut out, &json.to_string()),
+                    Action::Set(json) | Action::SetAt { value: json, .. } => {
+                        write_var_string(&mut out, &json.to_string());
+                    }
                 }
             }
         }
@@ -88,6 +109,21 @@ impl ClientMessage {
                     Kind::Lww => Action::Set(read_json(&mut reader)?),
                 };
                 ClientMessage::Op(Op { name, action })
+            }
+            MESSAGE_SET_AT => {
+                let name = read_name(&mut reader)?;
+                let mut fixed = [0u8; 8];
+                fixed.copy_from_slice(reader.read_exact(8)?);
+                let packed = u64::from_be_bytes(fixed);
+                let value = read_json(&mut reader)?;
+                ClientMessage::Op(Op {
+                    name,
+                    action: Action::SetAt {
+                        value,
+                        physical_ms: packed >> 16,
+                        logical: packed as u16,
+                    },
+                })
             }
             other => return Err(DecodeError::UnknownMessage(other)),
         };
@@ -192,7 +228,19 @@ mod tests {
             action: Action::Set(json!([1])),
         });
         assert_eq!(set.encode(), [0, 1, b'n', 2, 3, b'[', b'1', b']']);
-        for m in [inc, add, set] {
+        let set_at = ClientMessage::Op(Op {
+            name: "n".into(),
+            action: Action::SetAt {
+                value: json!(1),
+                physical_ms: 0x0102,
+                logical: 3,
+            },
+        });
+        assert_eq!(
+            set_at.encode(),
+            [3, 1, b'n', 0, 0, 0, 0, 0x01, 0x02, 0, 3, 1, b'1']
+        );
+        for m in [inc, add, set, set_at] {
             assert_eq!(ClientMessage::decode(&m.encode()), Ok(m));
         }
     }

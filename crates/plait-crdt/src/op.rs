@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use thiserror::Error;
 
 use crate::gcounter::{CounterError, GCounter};
-use crate::hlc::{Clock, ClockError, Hlc, Timestamp};
+use crate::hlc::{Clock, ClockError, Hlc, ReplicaId, Timestamp};
 use crate::lww::{LwwRegister, MAX_JSON_BYTES};
 use crate::pncounter::PnCounter;
 use crate::value::{Kind, Value, ValueError};
@@ -77,8 +77,19 @@ pub enum Action {
     Increment(u64),
     /// Adds (negative: subtracts) to a [`PnCounter`].
     Add(i64),
-    /// Writes a [`LwwRegister`].
+    /// Writes a [`LwwRegister`], stamped by the server's clock.
     Set(Json),
+    /// Writes a [`LwwRegister`] at the writer's own HLC reading (physical milliseconds and
+    /// logical counter). The server observes it with its [`Hlc`], refusing one too far
+    /// ahead, and stamps the register with it and the writer's server-assigned replica id.
+    SetAt {
+        /// The JSON value.
+        value: Json,
+        /// The writer's physical milliseconds (at most [`crate::MAX_PHYSICAL_MS`]).
+        physical_ms: u64,
+        /// The writer's logical counter.
+        logical: u16,
+    },
 }
 
 impl Action {
@@ -87,7 +98,7 @@ impl Action {
         match self {
             Action::Increment(_) => Kind::GCounter,
             Action::Add(_) => Kind::PnCounter,
-            Action::Set(_) => Kind::Lww,
+            Action::Set(_) | Action::SetAt { .. } => Kind::Lww,
         }
     }
 }
@@ -173,12 +184,30 @@ impl Values {
     }
 
     /// Applies a client's op, stamped with `hlc` (its replica id and, for registers, a fresh
-    /// timestamp), and returns the delta state to persist and broadcast.
+    /// timestamp), and returns the delta state to persist and broadcast. An
+    /// [`Action::SetAt`] is stamped with its own clock reading and `hlc`'s replica id.
     ///
     /// # Errors
     /// An [`ApplyError`] if the op breaks a bound, names a value of another kind, would
     /// overflow a counter, or the clock refuses; nothing changes then.
     pub fn apply<C: Clock>(&mut self, op: &Op, hlc: &mut Hlc<C>) -> Result<Update, ApplyError> {
+        let replica = hlc.replica();
+        self.apply_from(op, hlc, replica)
+    }
+
+    /// As [`Values::apply`], for an op from `writer`, a replica id the server assigned to the
+    /// connection or caller (never one a client chose). Counters are still kept under `hlc`'s
+    /// replica id; an [`Action::SetAt`] is observed by `hlc` (refused if more than its
+    /// maximum offset ahead) and the register is stamped `(physical_ms, logical, writer)`.
+    ///
+    /// # Errors
+    /// As [`Values::apply`].
+    pub fn apply_from<C: Clock>(
+        &mut self,
+        op: &Op,
+        hlc: &mut Hlc<C>,
+        writer: ReplicaId,
+    ) -> Result<Update, ApplyError> {
         self.admit(&op.name, op.action.kind())?;
         let replica = hlc.replica();
         let delta = match (&op.action, self.values.get_mut(&op.name)) {
@@ -201,14 +230,21 @@ impl Values {
                 Value::PnCounter(counter.add(replica, delta)?)
             }
             (Action::Set(json), _) => {
-                let len = json.to_string().len();
-                if len > MAX_JSON_BYTES {
-                    return Err(ApplyError::JsonTooLarge {
-                        len,
-                        max: MAX_JSON_BYTES,
-                    });
-                }
+                check_json(json)?;
                 Value::Lww(LwwRegister::new(json.clone(), hlc.now()?))
+            }
+            (
+                Action::SetAt {
+                    value,
+                    physical_ms,
+                    logical,
+                },
+                _,
+            ) => {
+                check_json(value)?;
+                let stamp = Timestamp::new(*physical_ms, *logical, writer)?;
+                hlc.observe(stamp)?;
+                Value::Lww(LwwRegister::new(value.clone(), stamp))
             }
         };
         let update = Update {
@@ -218,6 +254,19 @@ impl Values {
         // Counters already hold the delta (merging it again is a no-op); a new value is the delta.
         self.merge(&update)?;
         Ok(update)
+    }
+
+    /// Puts a value back as it was before a batch (`None`: absent), for rolling back changes
+    /// whose commit failed. No merge and no checks: `value` must have come from [`Values::get`].
+    pub fn restore(&mut self, name: &str, value: Option<Value>) {
+        match value {
+            Some(v) => {
+                self.values.insert(name.to_owned(), v);
+            }
+            None => {
+                self.values.remove(name);
+            }
+        }
     }
 
     /// Merges a state that this node made or already accepted (loading from storage), without
@@ -283,6 +332,18 @@ impl Limits {
     }
 }
 
+/// Checks that a register write's JSON text is at most [`MAX_JSON_BYTES`].
+fn check_json(json: &Json) -> Result<(), ApplyError> {
+    let len = json.to_string().len();
+    if len > MAX_JSON_BYTES {
+        return Err(ApplyError::JsonTooLarge {
+            len,
+            max: MAX_JSON_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Checks that a value name is 1 to [`MAX_NAME_BYTES`] bytes.
 pub(crate) fn check_name(name: &str) -> Result<(), ApplyError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
@@ -296,7 +357,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::hlc::{ManualClock, ReplicaId};
+    use crate::hlc::ManualClock;
 
     const T0: u64 = 1_700_000_000_000;
 
@@ -408,5 +469,47 @@ mod tests {
         ours.apply(&op("title", Action::Set(json!("ours"))), &mut clock)
             .unwrap();
         assert_eq!(ours.get("title").unwrap().current(), Ok(json!("ours")));
+    }
+
+    /// Pins issue 4: a client's clock orders its register writes (the greatest HLC wins, not
+    /// the last to arrive), under a replica id the server assigns; one an hour ahead is
+    /// refused and changes nothing, not even the clock.
+    #[test]
+    fn set_at_uses_the_writer_clock_and_refuses_one_far_ahead() {
+        let mut values = Values::default();
+        let mut clock = hlc(1);
+        let set_at = |value: Json, physical_ms: u64| {
+            op(
+                "title",
+                Action::SetAt {
+                    value,
+                    physical_ms,
+                    logical: 0,
+                },
+            )
+        };
+        let ahead = values
+            .apply_from(&set_at(json!("ahead"), T0 + 100), &mut clock, ReplicaId(7))
+            .unwrap();
+        assert_eq!(
+            ahead.value.max_timestamp(),
+            Some(Timestamp::new(T0 + 100, 0, ReplicaId(7)).unwrap())
+        );
+        values
+            .apply_from(&set_at(json!("behind"), T0 - 100), &mut clock, ReplicaId(8))
+            .unwrap();
+        assert_eq!(values.get("title").unwrap().current(), Ok(json!("ahead")));
+        let before = (values.clone(), clock.last());
+        assert!(matches!(
+            values.apply_from(
+                &set_at(json!("x"), T0 + 3_600_000),
+                &mut clock,
+                ReplicaId(8)
+            ),
+            Err(ApplyError::Clock(ClockError::RemoteTooFarAhead { .. }))
+        ));
+        assert_eq!((values.clone(), clock.last()), before);
+        values.restore("title", None);
+        assert!(values.is_empty());
     }
 }

@@ -107,6 +107,14 @@ fn describe_client(m: &ClientMessage) -> Json {
         Action::Increment(d) => ("gcounter", json!({"delta": d.to_string()})),
         Action::Add(d) => ("pncounter", json!({"delta": d.to_string()})),
         Action::Set(v) => ("lww", json!({"value": v})),
+        Action::SetAt {
+            value,
+            physical_ms,
+            logical,
+        } => (
+            "lww",
+            json!({"value": value, "at": {"physical": physical_ms, "logical": logical}}),
+        ),
     };
     let mut out = json!({"type": "op", "name": op.name, "kind": kind});
     out.as_object_mut()
@@ -119,6 +127,11 @@ fn parse_client(j: &Json) -> ClientMessage {
     let action = match j["kind"].as_str().unwrap() {
         "gcounter" => Action::Increment(j["delta"].as_str().unwrap().parse().unwrap()),
         "pncounter" => Action::Add(j["delta"].as_str().unwrap().parse().unwrap()),
+        "lww" if j.get("at").is_some() => Action::SetAt {
+            value: j["value"].clone(),
+            physical_ms: j["at"]["physical"].as_u64().unwrap(),
+            logical: j["at"]["logical"].as_u64().unwrap() as u16,
+        },
         "lww" => Action::Set(j["value"].clone()),
         other => panic!("unknown kind {other}"),
     };
@@ -401,6 +414,28 @@ fn client_cases() -> Vec<(&'static str, ClientMessage)> {
             "set under a unicode name",
             op("名前 ✓", Action::Set(json!({"text": "😀", "n": [1, 2]}))),
         ),
+        (
+            "set at a client clock",
+            op(
+                "title",
+                Action::SetAt {
+                    value: json!("hi"),
+                    physical_ms: T0,
+                    logical: 7,
+                },
+            ),
+        ),
+        (
+            "set at the greatest clock",
+            op(
+                "n",
+                Action::SetAt {
+                    value: Json::Null,
+                    physical_ms: MAX_PHYSICAL_MS,
+                    logical: u16::MAX,
+                },
+            ),
+        ),
     ]
 }
 
@@ -510,6 +545,16 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, String)> {
             hex(&deep(128)),
         ),
         ("op with trailing byte", "client", "00016e000100".into()),
+        (
+            "set at with a truncated clock",
+            "client",
+            "03016e0000".into(),
+        ),
+        (
+            "set at with invalid json",
+            "client",
+            "03016e0000018bcfe50007017b".into(),
+        ),
     ]
 }
 

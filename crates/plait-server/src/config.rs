@@ -62,6 +62,19 @@ pub struct Config {
     #[arg(long, env = "PLAIT_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub compact_after_bytes: u64,
 
+    /// Keep a history snapshot (a restore point) of each changed room this often; 0 turns
+    /// history off. Rooms also keep one when they unload.
+    #[arg(long, env = "PLAIT_HISTORY_INTERVAL_MS", default_value_t = 600_000)]
+    pub history_interval_ms: u64,
+
+    /// Delete history snapshots older than this (the newest is always kept); 0 keeps them all.
+    #[arg(long, env = "PLAIT_HISTORY_RETENTION_HOURS", default_value_t = 24 * 30)]
+    pub history_retention_hours: u64,
+
+    /// Bearer token for the admin API under /api/admin (the CLI sends it); unset disables it.
+    #[arg(long, env = "PLAIT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Unload a room this long after its last member left (it is flushed first).
     #[arg(long, env = "PLAIT_ROOM_IDLE_MS", default_value_t = 10_000)]
     pub room_idle_ms: u64,
@@ -90,9 +103,70 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
     pub max_pending_bytes: usize,
 
+    /// Update bytes a room holds while its store is failing; past it, writers are closed with
+    /// 1013 (try again later) and keep their edits until they reconnect.
+    #[arg(long, env = "PLAIT_MAX_UNCOMMITTED_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_uncommitted_bytes: usize,
+
     /// Largest awareness state of one client, in bytes; larger ones close the connection.
     #[arg(long, env = "PLAIT_MAX_AWARENESS_BYTES", default_value_t = 8 * 1024)]
     pub max_awareness_bytes: usize,
+
+    /// Shared secret for HS256 tokens (at least 32 bytes); turns auth on. Tokens come from
+    /// `Authorization: Bearer`, a `plait-auth.TOKEN` subprotocol or `?token=` (see README).
+    #[arg(long, env = "PLAIT_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// EdDSA (Ed25519) or ES256 (P-256) public keys for tokens, as one PEM key or a JWKS
+    /// document whose keys tokens choose by `kid`; turns auth on.
+    #[arg(long, env = "PLAIT_AUTH_PUBLIC_KEY_FILE")]
+    pub auth_public_key_file: Option<std::path::PathBuf>,
+
+    /// Clock skew tolerated on a token's `exp` and `nbf`, in seconds (at most 60). A session
+    /// ends (close 4401) this long after its token's `exp`.
+    #[arg(long, env = "PLAIT_AUTH_LEEWAY_SECS", default_value_t = 30)]
+    pub auth_leeway_secs: u64,
+
+    /// Serve without auth on a non-loopback --host (refused otherwise): anyone who can reach
+    /// the port may read and write every room.
+    #[arg(long, env = "PLAIT_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+
+    /// Origins (scheme://host[:port], comma-separated) whose pages may open WebSockets; others
+    /// are refused with 403. Unset allows every origin; a request without Origin (not a
+    /// browser) is always allowed.
+    #[arg(long, env = "PLAIT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Most open WebSocket connections; past it upgrades are refused with 503.
+    #[arg(long, env = "PLAIT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most open WebSocket connections from one IP address; past it upgrades are refused with
+    /// 429.
+    #[arg(long, env = "PLAIT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Frames one connection may send per second (bursts of twice that); past it the server
+    /// stops reading from that connection until it is back within the rate (TCP backpressure
+    /// slows the sender; nothing is dropped).
+    #[arg(long, env = "PLAIT_MAX_MESSAGES_PER_SEC", default_value_t = 300)]
+    pub max_messages_per_sec: u32,
+
+    /// Bytes one connection may send per second (bursts of the larger of this and
+    /// --max-message-bytes); past it the connection is throttled like --max-messages-per-sec.
+    #[arg(long, env = "PLAIT_MAX_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024)]
+    pub max_bytes_per_sec: u64,
+
+    /// Awareness updates one connection may send per second (bursts of twice that); the
+    /// excess is dropped.
+    #[arg(long, env = "PLAIT_MAX_AWARENESS_PER_SEC", default_value_t = 30)]
+    pub max_awareness_per_sec: u32,
+
+    /// How long after the upgrade a connection may stay silent before its first frame; past
+    /// it the connection is closed with 1008.
+    #[arg(long, env = "PLAIT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
 
     /// Interval of WebSocket pings; a peer silent for two intervals is closed as dead.
     #[arg(long, env = "PLAIT_PING_INTERVAL_MS", default_value_t = 30_000)]
@@ -148,7 +222,33 @@ impl Config {
         if self.ping_interval_ms < 100 {
             return Err("--ping-interval-ms must be at least 100".into());
         }
+        if self.auth_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(
+                "--auth-secret must be at least 32 bytes (try: openssl rand -hex 32)".into(),
+            );
+        }
+        if !self.auth_enabled() && !self.host.is_loopback() && !self.allow_anonymous {
+            return Err(format!(
+                "refusing to serve {} without auth: anyone could read and write every room. \
+                 Set --auth-secret or --auth-public-key-file, or pass --allow-anonymous",
+                self.host
+            ));
+        }
+        if self.auth_leeway_secs > 60 {
+            return Err("--auth-leeway-secs must be at most 60".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
+        if self.max_messages_per_sec == 0 || self.max_bytes_per_sec == 0 {
+            return Err("--max-messages-per-sec and --max-bytes-per-sec must be at least 1".into());
+        }
         Ok(())
+    }
+
+    /// Whether tokens are required (a secret or a public key file is set).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_secret.is_some() || self.auth_public_key_file.is_some()
     }
 
     /// What each room actor needs.
@@ -160,6 +260,10 @@ impl Config {
             compact_after_bytes: self.compact_after_bytes,
             idle_grace: Duration::from_millis(self.room_idle_ms),
             max_pending_bytes: self.max_pending_bytes,
+            max_uncommitted_bytes: self.max_uncommitted_bytes,
+            history_interval: Duration::from_millis(self.history_interval_ms),
+            history_retention: (self.history_retention_hours > 0)
+                .then(|| Duration::from_secs(self.history_retention_hours * 3600)),
         }
     }
 }
@@ -173,4 +277,7 @@ pub(crate) struct RoomConfig {
     pub(crate) compact_after_bytes: u64,
     pub(crate) idle_grace: Duration,
     pub(crate) max_pending_bytes: usize,
+    pub(crate) max_uncommitted_bytes: usize,
+    pub(crate) history_interval: Duration,
+    pub(crate) history_retention: Option<Duration>,
 }

@@ -9,12 +9,14 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use plait_crdt::{ClientMessage, PLAIT_CRDT_MESSAGE};
 use plait_protocol::{Message, SyncMessage};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, Instrument};
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
+use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant};
 use crate::hub::HubError;
 use crate::metrics as m;
 use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
@@ -43,11 +45,47 @@ const DEAD_PEER: Close = Close {
     reason: "no pong",
 };
 
+/// What a client asked for in its WebSocket URL's query string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ConnOptions {
+    /// `plait-values=1`: the client speaks the CRDT values message ([`PLAIT_CRDT_MESSAGE`]).
+    /// Without it the connection is never sent one and the ones it sends are ignored, since
+    /// stock y-websocket clients log an error on unknown message types.
+    pub(crate) values: bool,
+}
+
+impl ConnOptions {
+    /// Reads the options from a URL query string (`a=1&plait-values=1`).
+    pub(crate) fn from_query(query: Option<&str>) -> Self {
+        let values = query
+            .unwrap_or("")
+            .split('&')
+            .any(|pair| matches!(pair.split_once('='), Some(("plait-values", "1" | "true"))));
+        ConnOptions { values }
+    }
+}
+
+/// One connection's identity and options, for its reader.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    id: ConnId,
+    options: ConnOptions,
+}
+
 /// Serves one upgraded socket until either side closes it.
-pub(crate) async fn serve(socket: WebSocket, room: String, shared: Arc<Shared>) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    room: String,
+    options: ConnOptions,
+    shared: Arc<Shared>,
+    grant: Grant,
+    permit: ConnPermit,
+) {
     let conn: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", conn, room = %room);
     async move {
+        // Holds this connection's place under the connection caps until the task ends.
+        let _permit = permit;
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let (sink, stream) = socket.split();
         let (outbox_tx, outbox_rx) = mpsc::channel(shared.outbox_frames);
@@ -69,9 +107,13 @@ pub(crate) async fn serve(socket: WebSocket, room: String, shared: Arc<Shared>) 
             )
             .in_current_span(),
         );
+        // The reader's clone of the outbox, for permission-denied notices; dropped with the
+        // policy at the end of the block below, before the writer is waited for.
+        let notices = outbox_tx.clone();
         let mut link = Some(MemberLink {
             outbox: outbox_tx,
             control: control_tx.clone(),
+            values: options.values,
         });
         let mut writer = writer;
         let writer_finished = std::sync::atomic::AtomicBool::new(false);
@@ -84,21 +126,30 @@ pub(crate) async fn serve(socket: WebSocket, room: String, shared: Arc<Shared>) 
                 tokio::time::sleep(CLOSE_GRACE).await;
             };
             tokio::pin!(writer_done);
+            let mut policy = ConnPolicy::new(&shared.access.rates, &grant, notices);
+            // Lets an admin kick close this session; removed when the block ends.
+            let _session = Access::register(&shared, conn, &room, &grant, control_tx.clone());
             match join(&shared, &room, conn, &mut link).await {
                 Ok(handle) => {
                     debug!("connected");
+                    let expiry = policy.expiry();
                     let reading = read_loop(
                         stream,
                         &handle,
-                        conn,
+                        Peer { id: conn, options },
                         &shared,
                         &control_tx,
                         epoch,
                         &last_heard,
+                        &mut policy,
                     );
                     tokio::select! {
                         () = reading => {}
                         () = &mut writer_done => {}
+                        () = expiry => {
+                            info!("token expired; closing");
+                            let _ = control_tx.try_send(access::TOKEN_EXPIRED);
+                        }
                     }
                     let _ = handle.tx.send(RoomCmd::Leave { conn }).await;
                 }
@@ -141,6 +192,7 @@ async fn join(
         let retry = MemberLink {
             outbox: l.outbox.clone(),
             control: l.control.clone(),
+            values: l.values,
         };
         let cmd = RoomCmd::Join {
             conn,
@@ -158,17 +210,37 @@ async fn join(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // `policy` was the eighth; a struct would hide the borrows.
 async fn read_loop(
     mut stream: SplitStream<WebSocket>,
     room: &RoomHandle,
-    conn: ConnId,
+    peer: Peer,
     shared: &Shared,
     control: &mpsc::Sender<Close>,
     epoch: Instant,
     last_heard: &AtomicU64,
+    policy: &mut ConnPolicy,
 ) {
-    while let Some(frame) = stream.next().await {
+    loop {
+        let frame = match policy.next_frame(&mut stream).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(close) => {
+                info!(reason = close.reason, "closing connection");
+                let _ = control.try_send(close);
+                return;
+            }
+        };
         last_heard.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let len = match &frame {
+            Ok(WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b)) => b.len(),
+            Ok(WsMessage::Text(t)) => t.len(),
+            _ => 0,
+        };
+        let wait = policy.charge(len);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let data = match frame {
             Ok(WsMessage::Binary(data)) => data,
             Ok(WsMessage::Close(_)) => return,
@@ -191,7 +263,7 @@ async fn read_loop(
             }
         };
         metrics::counter!(m::BYTES_IN).increment(data.len() as u64);
-        let inbound = match decode(&data, shared) {
+        let inbound = match decode(&data, shared, peer.options) {
             Ok(Some(inbound)) => inbound,
             Ok(None) => continue,
             Err(e) => {
@@ -201,9 +273,16 @@ async fn read_loop(
                 return;
             }
         };
+        // Read-only refusal, awareness identity and rate: dropped messages never reach the room.
+        let Some(inbound) = policy.admit(inbound) else {
+            continue;
+        };
         if room
             .tx
-            .send(RoomCmd::Inbound { conn, msg: inbound })
+            .send(RoomCmd::Inbound {
+                conn: peer.id,
+                msg: inbound,
+            })
             .await
             .is_err()
         {
@@ -225,8 +304,9 @@ fn is_capacity_error(e: &axum::Error) -> bool {
 }
 
 /// Decodes and validates one frame into what the room needs; `None` for messages the server
-/// ignores (auth from a client, unknown extensions).
-fn decode(data: &Bytes, shared: &Shared) -> Result<Option<Inbound>, String> {
+/// ignores (auth from a client, unknown extensions, values messages from a connection that did
+/// not opt in).
+fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<Inbound>, String> {
     let message = Message::decode(data, &shared.limits).map_err(|e| e.to_string())?;
     Ok(Some(match message {
         Message::Sync(SyncMessage::Step1(sv)) => {
@@ -245,6 +325,15 @@ fn decode(data: &Bytes, shared: &Shared) -> Result<Option<Inbound>, String> {
         Message::QueryAwareness => {
             metrics::counter!(m::MESSAGES_IN, "type" => "query_awareness").increment(1);
             Inbound::QueryAwareness
+        }
+        Message::Custom {
+            tag: PLAIT_CRDT_MESSAGE,
+            body,
+        } if options.values => {
+            metrics::counter!(m::MESSAGES_IN, "type" => "values").increment(1);
+            let mut reader = plait_protocol::lib0::Reader::new(&body);
+            let payload = reader.read_buf().map_err(|e| e.to_string())?;
+            Inbound::Value(ClientMessage::decode(payload).map_err(|e| e.to_string())?)
         }
         Message::Auth | Message::Custom { .. } => {
             metrics::counter!(m::MESSAGES_IN, "type" => "ignored").increment(1);
@@ -306,4 +395,28 @@ async fn write_loop(
     });
     let _ = sink.send(WsMessage::Close(frame)).await;
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_opt_in_is_read_from_the_query() {
+        let on = ConnOptions { values: true };
+        assert_eq!(ConnOptions::from_query(Some("plait-values=1")), on);
+        assert_eq!(
+            ConnOptions::from_query(Some("token=x&plait-values=true")),
+            on
+        );
+        assert_eq!(
+            ConnOptions::from_query(Some("plait-values=0")),
+            ConnOptions::default()
+        );
+        assert_eq!(
+            ConnOptions::from_query(Some("xplait-values=1")),
+            ConnOptions::default()
+        );
+        assert_eq!(ConnOptions::from_query(None), ConnOptions::default());
+    }
 }

@@ -1,17 +1,19 @@
 //! The HTTP surface: WebSocket rooms at `/{room}`, health, metrics, and the demo page.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, StatusCode, Uri};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use include_dir::{include_dir, Dir};
 
+use crate::access::Access;
 use crate::connection;
 use crate::Shared;
 
@@ -24,6 +26,12 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::access::guard_room_api(
+            crate::values_api::routes(),
+            &shared,
+        ))
+        .merge(crate::admin::routes())
+        .merge(crate::kick::routes())
         .fallback(room_or_file)
         .with_state(shared)
 }
@@ -100,6 +108,8 @@ async fn room_or_file(
     State(shared): State<Arc<Shared>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
 ) -> Response {
     let Ok(mut ws) = ws else {
         return file(uri.path());
@@ -121,17 +131,34 @@ async fn room_or_file(
             return (status, msg).into_response();
         }
     };
+    // Origin, token and connection caps, before anything is loaded (see `access`).
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (grant, permit) = match Access::admit(&shared, &headers, &uri, &room, peer) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
     // A client that offers subprotocols must get one back, or browsers fail the handshake.
-    let first = ws.requested_protocols().next().cloned();
-    if let Some(first) = first {
-        ws.set_selected_protocol(first);
+    // The first one that does not carry a token is echoed; a `plait-auth.` one only when it
+    // is all the client offered.
+    let chosen = ws
+        .requested_protocols()
+        .find(|p| !p.to_str().is_ok_and(crate::auth::is_token_subprotocol))
+        .or_else(|| ws.requested_protocols().next())
+        .cloned();
+    if let Some(chosen) = chosen {
+        ws.set_selected_protocol(chosen);
     }
+    let options = connection::ConnOptions::from_query(uri.query());
     let max = shared.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| {
             let tracker = shared.tracker.clone();
-            tracker.track_future(connection::serve(socket, room, shared))
+            tracker.track_future(connection::serve(
+                socket, room, options, shared, grant, permit,
+            ))
         })
 }
 

@@ -67,6 +67,13 @@ impl Hub {
         }
     }
 
+    /// Connections of `name` if it is loaded (0 otherwise); never loads it.
+    pub(crate) fn members(&self, name: &str) -> usize {
+        self.rooms
+            .get(name)
+            .map_or(0, |h| h.n_members.load(Ordering::Relaxed))
+    }
+
     /// Asks one idle room to unload; returns whether one was found.
     fn evict_one(&self) -> bool {
         for h in self.rooms.iter() {

@@ -6,19 +6,29 @@
 //!   the embedded demo.
 //! - `connection`: one socket: a reader that decodes and forwards, a writer that drains.
 //! - `hub`: the registry of loaded rooms.
-//! - `room`: the room actor that owns a document, its awareness and its members.
+//! - `room`: the room actor that owns a document, its awareness, its CRDT values and its
+//!   members.
+//! - `values_api`: the HTTP API for a room's CRDT values.
 //! - `awareness`: the awareness table with y-protocols' clock rules.
 //! - `metrics`: metric names and the Prometheus recorder.
+//! - [`auth`]: JWT verification and room patterns; `access`: upgrade checks, connection caps,
+//!   per-connection rules (read-only, identity stamping, rate limits); `kick`: the admin kick.
 //!
 //! Entry point: [`run`].
 
+mod access;
+pub mod admin;
+pub mod auth;
 mod awareness;
 pub mod config;
 mod connection;
+pub mod docs;
 mod http;
 mod hub;
+mod kick;
 mod metrics;
 mod room;
+mod values_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,6 +64,15 @@ pub(crate) struct Shared {
     /// False after a failed commit or load, true after a successful one (for `/readyz`).
     store_healthy: AtomicBool,
     metrics: PrometheusHandle,
+    /// Bearer token of the admin API; `None` turns it off.
+    admin_token: Option<String>,
+    /// This process's identity for CRDT values: a random u64 chosen at startup
+    /// ([`new_instance_id`]). It is the replica id of every room's HLC and the G-Counter
+    /// entry this process increments, so two processes (or one process before and after a
+    /// restart) never write under the same replica id.
+    instance_id: u64,
+    /// Tokens, origins, connection caps, live sessions and per-connection rates.
+    access: access::Access,
 }
 
 impl std::fmt::Debug for Shared {
@@ -72,6 +91,20 @@ impl Shared {
     }
 }
 
+/// A random u64 for [`Shared::instance_id`], from the standard library's per-process random
+/// hasher keys (seeded by the operating system), mixed with the time and the process id.
+fn new_instance_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 /// Serves until `shutdown` completes, then stops accepting, flushes every room, closes every
 /// socket with 1001 (going away) and returns, waiting at most `--shutdown-timeout-ms`.
 ///
@@ -83,6 +116,17 @@ pub async fn run(
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let access = access::Access::from_config(&config)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let public = listener
+        .local_addr()
+        .map_or(true, |a| !a.ip().is_loopback());
+    if access.auth.is_none() && public {
+        warn!(
+            "AUTH IS OFF ON A PUBLIC ADDRESS: anyone who reaches this port may read and write \
+             every room (--allow-anonymous); set --auth-secret or --auth-public-key-file"
+        );
+    }
     let token = CancellationToken::new();
     let shared = Arc::new(Shared {
         store,
@@ -101,6 +145,9 @@ pub async fn run(
         tracker: TaskTracker::new(),
         store_healthy: AtomicBool::new(true),
         metrics: metrics::handle(),
+        admin_token: config.admin_token.clone(),
+        instance_id: new_instance_id(),
+        access,
     });
     let trigger = token.clone();
     tokio::spawn(async move {

@@ -4,20 +4,32 @@
 //! transaction, commit the resulting update to the store (strict durability), then broadcast it
 //! and answer everything else in arrival order. So a client never receives an edit that is not
 //! yet durable, and the cost of a commit is paid once per batch, not once per update.
+//!
+//! Beside the document a room keeps its CRDT values ([`plait_crdt::Values`]) and the HLC that
+//! stamps them, whose replica id is the server's instance id. Value ops (from opted-in
+//! connections and from the HTTP API) are applied per batch too, stored with one
+//! `put_values` before their states go out (strict durability; relaxed stores them on the
+//! flush timer), and their states are sent only to members that opted in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use plait_crdt::{
+    encode_state, Action, ApplyError, ClientMessage, Hlc, Kind, Op, ReplicaId, ServerMessage,
+    SystemClock, Value, Values, PLAIT_CRDT_MESSAGE,
+};
 use plait_protocol::awareness::encode_entries;
+use plait_protocol::message::encode_custom;
 use plait_protocol::message::{
     encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
 };
 use plait_protocol::AwarenessEntry;
-use plait_store::{Snapshot, SnapshotKind, StoredRoom};
+use plait_store::{Snapshot, SnapshotKind, StoredRoom, StoredValue};
+use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn, Instrument};
 use yrs::updates::decoder::Decode;
@@ -39,7 +51,12 @@ const MAX_BATCH: usize = 512;
 pub(crate) const INBOX_CAPACITY: usize = 1024;
 /// Uncommitted update bytes a room holds while its store is failing; past this, writers are
 /// closed with 1013 (try again later) and keep their edits for the next connection.
-const MAX_UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
+/// (`--max-uncommitted-bytes`, in `RoomConfig`.)
+///
+/// How long one commit may take before it counts as failed. A room does not answer anyone
+/// while it waits, so a store that hangs must not hang the room: reads and syncs go on
+/// between retries.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First retry delay after a failed commit; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -82,6 +99,9 @@ pub(crate) struct MemberLink {
     /// Capacity 1, shared with the connection's reader: the first close wins, later ones are
     /// dropped by `try_send`.
     pub(crate) control: mpsc::Sender<Close>,
+    /// Whether the connection opted in to CRDT values (`?plait-values=1`); only those are
+    /// ever sent a [`PLAIT_CRDT_MESSAGE`] frame.
+    pub(crate) values: bool,
 }
 
 /// What a connection forwards to its room, already decoded and validated.
@@ -95,7 +115,16 @@ pub(crate) enum Inbound {
     Awareness(Vec<AwarenessEntry>),
     /// Answer with every awareness state.
     QueryAwareness,
+    /// A CRDT values message from a connection that opted in.
+    Value(ClientMessage),
 }
+
+mod admin;
+
+pub(crate) use admin::{AdminOp, AdminReply, AdminResult};
+
+/// The connection id of changes made through the admin API (no connection has it).
+const ADMIN_CONN: ConnId = 0;
 
 /// The closed set of messages a room accepts.
 #[derive(Debug)]
@@ -113,6 +142,82 @@ pub(crate) enum RoomCmd {
     Leave { conn: ConnId },
     /// The hub needs room: unload now if idle.
     Evict,
+    /// An administrative request (export, inspect, import, restore, compact).
+    Admin {
+        op: AdminOp,
+        reply: oneshot::Sender<AdminResult>,
+    },
+    /// A CRDT values request from the HTTP API; answered once any change is stored.
+    Values {
+        req: ValuesRequest,
+        reply: oneshot::Sender<Result<ValuesReply, ValuesError>>,
+    },
+}
+
+/// What the HTTP API asks of a room's CRDT values.
+#[derive(Debug)]
+pub(crate) enum ValuesRequest {
+    /// Every value.
+    Get,
+    /// Adds `add` to the counter `name`. `kind` None means the existing counter's kind, or a
+    /// G-Counter for a new name.
+    AddToCounter {
+        name: String,
+        add: i64,
+        kind: Option<Kind>,
+    },
+    /// Writes the register `name`, stamped by the room's clock.
+    SetRegister { name: String, value: Json },
+}
+
+/// A room's answer to a [`ValuesRequest`]: (name, kind, current value) triples.
+#[derive(Debug)]
+pub(crate) enum ValuesReply {
+    /// Every value, by name.
+    All(Vec<(String, Kind, Json)>),
+    /// The changed value, after the change.
+    One(String, Kind, Json),
+}
+
+/// Why a [`ValuesRequest`] was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ValuesError {
+    /// The op broke a rule of the values (kind, bounds, overflow, clock).
+    #[error(transparent)]
+    Refused(#[from] ApplyError),
+    /// A negative add to a G-Counter.
+    #[error("{name:?} is a gcounter, which only grows: add must be 0 or more (use kind \"pncounter\" for a counter that goes down)")]
+    NegativeGCounter { name: String },
+    /// The store did not commit the change (strict durability); it was undone.
+    #[error("storage unavailable: try again later")]
+    StoreUnavailable,
+    /// The room could not be loaded (room cap, shutdown, or a store failure while loading).
+    #[error("room unavailable: try again later")]
+    RoomUnavailable,
+}
+
+/// Who asked for a value op, and so who hears how it went.
+#[derive(Debug)]
+enum ValueSource {
+    /// A member connection: refusals go back to it alone as a rejected message.
+    Conn(ConnId),
+    /// The HTTP API, waiting for the outcome.
+    Api(oneshot::Sender<Result<ValuesReply, ValuesError>>),
+}
+
+/// The replica id that stamps register writes made at a connection's own clock: derived from
+/// the server's instance id and the connection id (a splitmix64 finalizer), never chosen by
+/// the client.
+pub(crate) fn conn_replica(instance_id: u64, conn: ConnId) -> ReplicaId {
+    let mut z = instance_id ^ conn.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ReplicaId(z ^ (z >> 31))
+}
+
+/// Frames a values message for the socket: `varuint 100 ‖ varbytes payload`.
+fn values_frame(message: &ServerMessage) -> Bytes {
+    encode_custom(PLAIT_CRDT_MESSAGE, &message.encode())
 }
 
 /// A cheap handle to a room; cloned into every connection of the room.
@@ -169,6 +274,18 @@ pub(crate) struct Room {
     retry_delay: Duration,
     last_flush: Instant,
     idle_since: Option<Instant>,
+    /// When the last history snapshot was written (or the room loaded), and whether a commit
+    /// happened since.
+    last_history: Instant,
+    changed_since_history: bool,
+    /// The room's CRDT values; touched only by this task.
+    values: Values,
+    /// Stamps register writes; its replica id is the server's instance id, and its
+    /// high-water mark is restored from the stored values on load.
+    hlc: Hlc<SystemClock>,
+    /// Names of values changed in memory but not yet stored (relaxed durability, or a store
+    /// failure while unloading); written by [`Room::store_values`].
+    dirty_values: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Room {
@@ -204,8 +321,16 @@ async fn run(
     n_members: Arc<AtomicUsize>,
 ) {
     let started = Instant::now();
-    let stored = match shared.store.load_room(&name).await {
-        Ok(stored) => stored,
+    let loaded = match shared.store.load_room(&name).await {
+        Ok(stored) => shared
+            .store
+            .load_values(&name)
+            .await
+            .map(|values| (stored, values)),
+        Err(e) => Err(e),
+    };
+    let (stored, stored_values) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             error!(error = %e, "could not load room; refusing its connections");
             shared.set_store_healthy(false);
@@ -221,6 +346,7 @@ async fn run(
     };
     let mut room = Room::new(name, id, shared, n_members);
     room.load(stored);
+    room.load_values(stored_values);
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "room loaded"
@@ -235,7 +361,6 @@ impl Room {
         Room {
             name,
             id,
-            shared,
             doc: Doc::new(),
             awareness: Awareness::default(),
             members: HashMap::new(),
@@ -250,6 +375,12 @@ impl Room {
             retry_delay: FIRST_RETRY_DELAY,
             last_flush: Instant::now(),
             idle_since: Some(Instant::now()),
+            last_history: Instant::now(),
+            changed_since_history: false,
+            values: Values::default(),
+            hlc: Hlc::new(ReplicaId(shared.instance_id), SystemClock),
+            dirty_values: BTreeSet::new(),
+            shared,
         }
     }
 
@@ -311,6 +442,7 @@ impl Room {
     /// Processes one batch; returns whether an eviction was asked for.
     async fn handle_batch(&mut self, batch: &mut Vec<RoomCmd>) -> bool {
         let mut updates = Vec::new();
+        let mut value_ops = Vec::new();
         let mut rest = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
             match cmd {
@@ -318,11 +450,24 @@ impl Room {
                     conn,
                     msg: Inbound::Update(u, raw),
                 } => updates.push((conn, u, raw)),
+                RoomCmd::Inbound {
+                    conn,
+                    msg: Inbound::Value(ClientMessage::Op(op)),
+                } => value_ops.push((ValueSource::Conn(conn), op)),
+                RoomCmd::Values { req, reply } => match self.values_request(req) {
+                    Ok(op) => value_ops.push((ValueSource::Api(reply), op)),
+                    Err(answer) => {
+                        let _ = reply.send(answer);
+                    }
+                },
                 other => rest.push(other),
             }
         }
         if !updates.is_empty() {
             self.apply_updates(updates).await;
+        }
+        if !value_ops.is_empty() {
+            self.apply_value_ops(value_ops).await;
         }
         let mut evict = false;
         for cmd in rest {
@@ -331,6 +476,8 @@ impl Room {
                 RoomCmd::Inbound { conn, msg } => self.inbound(conn, msg),
                 RoomCmd::Leave { conn } => self.leave(conn),
                 RoomCmd::Evict => evict = true,
+                RoomCmd::Admin { op, reply } => self.admin(op, reply).await,
+                RoomCmd::Values { .. } => unreachable!("values requests are handled per batch"),
             }
         }
         evict
@@ -347,7 +494,7 @@ impl Room {
         let mut senders: Vec<ConnId> = updates.iter().map(|(c, ..)| *c).collect();
         senders.sort_unstable();
         senders.dedup();
-        if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES {
+        if self.uncommitted_bytes > self.shared.room.max_uncommitted_bytes {
             // The store has been failing for a while: apply nothing more, and let the writers
             // keep their edits until they reconnect to a healthy server.
             for conn in senders {
@@ -443,7 +590,7 @@ impl Room {
                 self.commit().await;
             }
             Durability::RelaxedMayLoseRecentEdits => {
-                if self.uncommitted_bytes > MAX_UNCOMMITTED_BYTES / 4 {
+                if self.uncommitted_bytes > self.shared.room.max_uncommitted_bytes / 4 {
                     self.commit().await;
                 }
             }
@@ -455,18 +602,29 @@ impl Room {
         if self.uncommitted.is_empty() {
             return true;
         }
+        // While the store is failing, only the retry timer tries again; new updates are held.
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
         let started = Instant::now();
-        let result = self
-            .shared
-            .store
-            .append_updates(&self.name, &self.uncommitted)
-            .await;
+        let result = match tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            self.shared
+                .store
+                .append_updates(&self.name, &self.uncommitted),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
+        };
         metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         self.last_flush = Instant::now();
         match result {
             Ok(seq) => {
                 self.last_seq = seq;
                 self.shared.set_store_healthy(true);
+                self.changed_since_history = true;
                 self.log_updates += self.uncommitted.len() as u64;
                 self.log_bytes += self.uncommitted_bytes as u64;
                 self.uncommitted.clear();
@@ -560,7 +718,22 @@ impl Room {
                 .outbox
                 .try_send(encode_awareness(&encode_entries(states.iter())));
         }
+        let wants_values = link.values;
         self.members.insert(conn, Member { link });
+        if wants_values {
+            // Every current value, after sync step 1; a full outbox closes it as slow.
+            let frames: Vec<Bytes> = self
+                .values
+                .iter()
+                .map(|(name, value)| encode_custom(PLAIT_CRDT_MESSAGE, &encode_state(name, value)))
+                .collect();
+            for frame in frames {
+                self.send(conn, frame);
+            }
+            if !self.members.contains_key(&conn) {
+                return;
+            }
+        }
         self.n_members.store(self.members.len(), Ordering::Relaxed);
         self.idle_since = None;
         debug!(conn, members = self.members.len(), "joined");
@@ -584,7 +757,9 @@ impl Room {
                 let states = self.awareness.states();
                 self.send(conn, encode_awareness(&encode_entries(states.iter())));
             }
-            Inbound::Update(..) => unreachable!("updates are applied per batch"),
+            Inbound::Update(..) | Inbound::Value(..) => {
+                unreachable!("updates and value ops are applied per batch")
+            }
         }
     }
 
@@ -633,11 +808,16 @@ impl Room {
     /// Sends the same bytes to every member but `skip`. Members whose outbox is full are
     /// closed: an update is never skipped silently for anyone who stays connected.
     fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
+        self.broadcast_where(frame, |conn, _| Some(conn) != skip);
+    }
+
+    /// As [`Room::broadcast`], to the members for which `to` holds.
+    fn broadcast_where(&mut self, frame: &Bytes, to: impl Fn(ConnId, &Member) -> bool) {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
         let mut sent = 0u64;
         for (conn, member) in &self.members {
-            if Some(*conn) == skip {
+            if !to(*conn, member) {
                 continue;
             }
             match member.link.outbox.try_send(frame.clone()) {
@@ -683,6 +863,10 @@ impl Room {
         if !self.uncommitted.is_empty() && (retry_due || (flush_due && self.retry_at.is_none())) {
             self.commit().await;
         }
+        if !self.dirty_values.is_empty() && (retry_due || flush_due) {
+            self.store_values().await;
+        }
+        self.history_tick(now, false).await;
         self.idle_since
             .is_some_and(|since| now.duration_since(since) >= self.shared.room.idle_grace)
     }
@@ -690,9 +874,11 @@ impl Room {
     /// Unloads the room if it is idle and flushed: leaves the registry, refuses late joins
     /// (their connections ask the hub again and load a fresh instance), and ends the task.
     async fn try_unload(&mut self, rx: &mut mpsc::Receiver<RoomCmd>) -> bool {
-        if !self.members.is_empty() || !self.commit().await {
+        if !self.members.is_empty() || !self.commit().await || !self.store_values().await {
             return false;
         }
+        // The state a room is left in is a restore point too.
+        self.history_tick(Instant::now(), true).await;
         self.shared.hub.remove(&self.name, self.id);
         rx.close();
         while let Some(cmd) = rx.recv().await {
@@ -705,7 +891,7 @@ impl Room {
 
     async fn shut_down(&mut self) {
         let deadline = Instant::now() + Duration::from_millis(self.shared.shutdown_timeout_ms);
-        while !self.commit().await {
+        while !(self.commit().await && self.store_values().await) {
             if Instant::now() >= deadline {
                 error!(
                     lost = self.uncommitted.len(),
@@ -721,5 +907,206 @@ impl Room {
         self.n_members.store(0, Ordering::Relaxed);
         self.shared.hub.remove(&self.name, self.id);
         info!("room flushed and closed for shutdown");
+    }
+}
+
+// === impl Room: CRDT values ===
+
+impl Room {
+    /// Merges the stored values and restores the clock's high-water mark from them, so new
+    /// timestamps are greater than every stored one. A row that does not decode is skipped and
+    /// reported, never allowed to stop the room from loading.
+    fn load_values(&mut self, stored: Vec<StoredValue>) {
+        for row in stored {
+            let merged = Value::decode(&row.state)
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    if value.kind().as_str() != row.kind {
+                        return Err(format!(
+                            "stored as {} but holds a {}",
+                            row.kind,
+                            value.kind()
+                        ));
+                    }
+                    let update = plait_crdt::Update {
+                        name: row.name.clone(),
+                        value,
+                    };
+                    self.values.merge(&update).map_err(|e| e.to_string())
+                });
+            if let Err(e) = merged {
+                error!(name = %row.name, error = %e, "skipping stored value that does not load");
+                metrics::counter!(m::STORED_UPDATES_SKIPPED).increment(1);
+            }
+        }
+        if let Some(high_water) = self.values.max_timestamp() {
+            let fresh = Hlc::new(ReplicaId(self.shared.instance_id), SystemClock);
+            self.hlc = std::mem::replace(&mut self.hlc, fresh).with_high_water(high_water);
+        }
+    }
+
+    /// Turns an HTTP API request into the op to apply, or `Err` with the answer to give now.
+    fn values_request(&self, req: ValuesRequest) -> Result<Op, Result<ValuesReply, ValuesError>> {
+        match req {
+            ValuesRequest::Get => Err(Ok(ValuesReply::All(
+                self.values
+                    .iter()
+                    .map(|(name, value)| (name.to_owned(), value.kind(), current(value)))
+                    .collect(),
+            ))),
+            ValuesRequest::AddToCounter { name, add, kind } => {
+                let existing = self.values.get(&name).map(Value::kind);
+                let kind = kind
+                    .or(existing.filter(|k| *k == Kind::PnCounter))
+                    .unwrap_or(Kind::GCounter);
+                let action = match kind {
+                    Kind::PnCounter => Action::Add(add),
+                    _ if add < 0 => return Err(Err(ValuesError::NegativeGCounter { name })),
+                    _ => Action::Increment(add.unsigned_abs()),
+                };
+                Ok(Op { name, action })
+            }
+            ValuesRequest::SetRegister { name, value } => Ok(Op {
+                name,
+                action: Action::Set(value),
+            }),
+        }
+    }
+
+    /// Applies a batch of value ops, stores the changed values (strict durability: before
+    /// anyone hears of them, and a failed store undoes the whole batch), then sends their
+    /// states to the members that opted in and answers the HTTP API. Refusals go back to
+    /// their sender alone.
+    async fn apply_value_ops(&mut self, ops: Vec<(ValueSource, Op)>) {
+        let mut before: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut frames = Vec::new();
+        let mut done = Vec::new();
+        for (source, op) in ops {
+            let writer = match &source {
+                ValueSource::Conn(conn) => {
+                    if !self.members.get(conn).is_some_and(|m| m.link.values) {
+                        continue;
+                    }
+                    conn_replica(self.shared.instance_id, *conn)
+                }
+                ValueSource::Api(_) => self.hlc.replica(),
+            };
+            if !before.contains_key(&op.name) {
+                before.insert(op.name.clone(), self.values.get(&op.name).cloned());
+            }
+            match self.values.apply_from(&op, &mut self.hlc, writer) {
+                Ok(update) => {
+                    self.dirty_values.insert(op.name.clone());
+                    frames.push(values_frame(&ServerMessage::State(update)));
+                    done.push((source, op.name));
+                }
+                Err(e) => {
+                    debug!(name = %op.name, error = %e, "value op refused");
+                    self.answer_value_op(source, &op.name, Err(e.into()));
+                }
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        if self.shared.room.durability == Durability::Strict && !self.store_values().await {
+            for (name, value) in before {
+                self.values.restore(&name, value);
+                self.dirty_values.remove(&name);
+            }
+            for (source, name) in done {
+                self.answer_value_op(source, &name, Err(ValuesError::StoreUnavailable));
+            }
+            return;
+        }
+        for frame in &frames {
+            self.broadcast_where(frame, |_, member| member.link.values);
+        }
+        for (source, name) in done {
+            self.answer_value_op(source, &name, Ok(()));
+        }
+    }
+
+    /// Tells the source of an op how it went: the HTTP API gets the value or the error; a
+    /// connection only hears of a refusal (its change reaches it as a state, like everyone's).
+    fn answer_value_op(
+        &mut self,
+        source: ValueSource,
+        name: &str,
+        outcome: Result<(), ValuesError>,
+    ) {
+        match (source, outcome) {
+            (ValueSource::Api(reply), Ok(())) => {
+                let answer = match self.values.get(name) {
+                    Some(v) => Ok(ValuesReply::One(name.to_owned(), v.kind(), current(v))),
+                    None => Err(ValuesError::StoreUnavailable),
+                };
+                let _ = reply.send(answer);
+            }
+            (ValueSource::Api(reply), Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (ValueSource::Conn(_), Ok(())) => {}
+            (ValueSource::Conn(conn), Err(e)) => {
+                let rejected = ServerMessage::Rejected {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                };
+                self.send(conn, values_frame(&rejected));
+            }
+        }
+    }
+
+    /// Stores the full state of every changed value in one `put_values`; returns whether
+    /// nothing is left unstored.
+    async fn store_values(&mut self) -> bool {
+        if self.dirty_values.is_empty() {
+            return true;
+        }
+        let rows: Vec<StoredValue> = self
+            .dirty_values
+            .iter()
+            .filter_map(|name| {
+                self.values.get(name).map(|v| StoredValue {
+                    name: name.clone(),
+                    kind: v.kind().as_str().to_owned(),
+                    state: Bytes::from(v.encode()),
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let result = self.shared.store.put_values(&self.name, &rows).await;
+        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.dirty_values.clear();
+                self.shared.set_store_healthy(true);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, n_values = rows.len(), "storing values failed");
+                metrics::counter!(m::COMMIT_FAILURES).increment(1);
+                self.shared.set_store_healthy(false);
+                false
+            }
+        }
+    }
+}
+
+/// A value's current JSON (a counter whose sum does not fit reads as null).
+fn current(value: &Value) -> Json {
+    value.current().unwrap_or(Json::Null)
+}
+
+#[cfg(test)]
+mod values_tests {
+    use super::*;
+
+    #[test]
+    fn connection_replicas_differ_by_connection_and_instance() {
+        let a = conn_replica(1, 1);
+        assert_ne!(a, conn_replica(1, 2));
+        assert_ne!(a, conn_replica(2, 1));
+        assert_eq!(a, conn_replica(1, 1));
     }
 }

@@ -16,6 +16,10 @@ pub enum Error {
     /// Stored data violates an invariant (an unknown snapshot kind, a negative seq).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The operation did not finish in time; it may or may not have been applied (appending
+    /// again is harmless: updates are idempotent).
+    #[error("the store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// An I/O error outside the database (creating the data directory).
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),

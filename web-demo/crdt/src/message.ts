@@ -4,6 +4,8 @@
 //                                gcounter: varuint delta | pncounter: varint delta | lww: varstring json
 //   state (server -> client):    varuint 1, varstring name, varuint kind, kind state
 //   rejected (server -> client): varuint 2, varstring name (may be empty), varstring reason
+//   set at (client -> server):   varuint 3, varstring name, 8 bytes big-endian
+//                                physical << 16 | logical (the client's HLC reading), varstring json
 
 import { DecodeError, Decoder, Encoder, utf8 } from './encoding.ts';
 import { jsonText, readJson } from './lww.ts';
@@ -15,11 +17,19 @@ export const MAX_REASON_BYTES = 256;
 const MESSAGE_OP = 0n;
 const MESSAGE_STATE = 1n;
 const MESSAGE_REJECTED = 2n;
+const MESSAGE_SET_AT = 3n;
+
+/** A writer's own HLC reading; the server refuses one more than 500 ms ahead of its clock and
+ * stamps the register with it and a replica id it assigns. */
+export interface ClientClock {
+  physical: number;
+  logical: number;
+}
 
 export type Action =
   | { kind: 'gcounter'; delta: bigint }
   | { kind: 'pncounter'; delta: bigint }
-  | { kind: 'lww'; value: unknown };
+  | { kind: 'lww'; value: unknown; at?: ClientClock };
 
 export interface Op {
   name: string;
@@ -34,9 +44,17 @@ export type ServerMessage =
 
 export function encodeClientMessage(m: ClientMessage): Uint8Array {
   const enc = new Encoder();
+  const action = m.op.action;
+  if (action.kind === 'lww' && action.at !== undefined) {
+    enc.varUint(MESSAGE_SET_AT);
+    enc.varString(m.op.name);
+    const packed = ((BigInt(action.at.physical) & 0xffffffffffffn) << 16n) | BigInt(action.at.logical & 0xffff);
+    for (let shift = 56n; shift >= 0n; shift -= 8n) enc.u8(Number((packed >> shift) & 0xffn));
+    enc.varString(jsonText(action.value));
+    return enc.finish();
+  }
   enc.varUint(MESSAGE_OP);
   enc.varString(m.op.name);
-  const action = m.op.action;
   enc.varUint(BigInt(KIND_TAGS[action.kind]));
   if (action.kind === 'gcounter') enc.varUint(action.delta);
   else if (action.kind === 'pncounter') enc.varInt(action.delta);
@@ -47,6 +65,15 @@ export function encodeClientMessage(m: ClientMessage): Uint8Array {
 export function decodeClientMessage(bytes: Uint8Array): ClientMessage {
   const dec = new Decoder(bytes);
   const type = dec.varUint();
+  if (type === MESSAGE_SET_AT) {
+    const name = readName(dec);
+    let packed = 0n;
+    for (const b of dec.exact(8)) packed = (packed << 8n) | BigInt(b);
+    const value = readJson(dec);
+    dec.finish();
+    const at = { physical: Number(packed >> 16n), logical: Number(packed & 0xffffn) };
+    return { type: 'op', op: { name, action: { kind: 'lww', value, at } } };
+  }
   if (type !== MESSAGE_OP) throw new DecodeError('UnknownMessage', `unknown message type ${type}`);
   const name = readName(dec);
   let action: Action;

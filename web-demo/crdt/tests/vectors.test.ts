@@ -66,7 +66,7 @@ function describeCurrent(v: Value): unknown {
 
 function parseClient(j: Json): ClientMessage {
   let action: Action;
-  if (j.kind === 'lww') action = { kind: 'lww', value: j.value };
+  if (j.kind === 'lww') action = j.at === undefined ? { kind: 'lww', value: j.value } : { kind: 'lww', value: j.value, at: j.at };
   else action = { kind: j.kind, delta: BigInt(j.delta) };
   return { type: 'op', op: { name: j.name, action } };
 }

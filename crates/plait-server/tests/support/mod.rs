@@ -1,18 +1,21 @@
 //! Test support: an in-process server and a raw y-websocket client built on yrs.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use plait_crdt::{ClientMessage, Op, ServerMessage, Value, PLAIT_CRDT_MESSAGE};
 use plait_protocol::message::{
-    encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
+    encode_awareness, encode_custom, encode_sync_step1, encode_sync_step2, encode_update,
 };
 use plait_protocol::{AwarenessEntry, AwarenessUpdate, Limits, Message, SyncMessage};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::updates::decoder::Decode;
@@ -64,6 +67,56 @@ impl TestServer {
         format!("ws://{}/{}", self.addr, room)
     }
 
+    /// The WebSocket URL of `room` for a client that opts in to CRDT values.
+    pub fn values_url(&self, room: &str) -> String {
+        format!("ws://{}/{}?plait-values=1", self.addr, room)
+    }
+
+    /// One HTTP/1.1 request with an optional JSON body; returns the status and the JSON body
+    /// (null when the body is not JSON).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            // Only the first chunk: the JSON answers here are small.
+            let (_, rest) = body.split_once("\r\n").unwrap_or(("", ""));
+            rest.rsplit_once("\r\n0\r\n")
+                .map_or(rest, |(b, _)| b)
+                .trim_end()
+                .to_owned()
+        } else {
+            body.to_owned()
+        };
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Shuts down gracefully and waits for the server to return.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
@@ -82,6 +135,30 @@ pub struct Seen {
     pub awareness: Vec<AwarenessEntry>,
     pub closed: Option<(u16, String)>,
     pub frames: usize,
+    /// Permission-denied messages (`[2, 0, reason]`) received.
+    pub denied: usize,
+    /// Every CRDT values message (tag 100) received, in order.
+    pub values_messages: Vec<ServerMessage>,
+    /// The values, merged from the states received.
+    pub values: BTreeMap<String, Value>,
+}
+
+impl Seen {
+    /// The current JSON of value `name`, if any state of it arrived.
+    pub fn value(&self, name: &str) -> Option<serde_json::Value> {
+        self.values.get(name).map(|v| v.current().unwrap())
+    }
+
+    /// The reasons of the rejections received.
+    pub fn rejections(&self) -> Vec<String> {
+        self.values_messages
+            .iter()
+            .filter_map(|m| match m {
+                ServerMessage::Rejected { reason, .. } => Some(reason.clone()),
+                ServerMessage::State(_) => None,
+            })
+            .collect()
+    }
 }
 
 /// A y-websocket client: a yrs document kept in sync with the server by a reader task.
@@ -110,7 +187,29 @@ impl TestClient {
 
     /// Connects without sending anything.
     pub async fn connect_raw(url: &str, doc: Doc) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self::connect_request(url, doc).await.unwrap()
+    }
+
+    /// Connects with a request (a URL, or an `http::Request` with headers) and performs the
+    /// sync handshake; a refused upgrade is returned as the error.
+    pub async fn connect_with_request(
+        request: impl IntoClientRequest + Unpin,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let client = Self::connect_request(request, Doc::new()).await?;
+        let sv = client.doc.transact().state_vector().encode_v1();
+        client.send(encode_sync_step1(&sv));
+        client
+            .wait(|s, _| s.step2_count >= 1, "first sync step 2")
+            .await;
+        Ok(client)
+    }
+
+    /// Connects with a request without sending anything.
+    pub async fn connect_request(
+        request: impl IntoClientRequest + Unpin,
+        doc: Doc,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
         tokio::spawn(async move {
@@ -153,6 +252,26 @@ impl TestClient {
                                 Message::Awareness(a) => {
                                     seen.lock().unwrap().awareness.extend(a.entries);
                                 }
+                                Message::Custom {
+                                    tag: PLAIT_CRDT_MESSAGE,
+                                    body,
+                                } => {
+                                    let mut r = plait_protocol::lib0::Reader::new(&body);
+                                    let payload = r.read_buf().expect("values frame");
+                                    let m = ServerMessage::decode(payload)
+                                        .expect("server sent a bad values message");
+                                    let mut s = seen.lock().unwrap();
+                                    if let ServerMessage::State(u) = &m {
+                                        match s.values.get_mut(&u.name) {
+                                            Some(v) => v.merge(&u.value).unwrap(),
+                                            None => {
+                                                s.values.insert(u.name.clone(), u.value.clone());
+                                            }
+                                        }
+                                    }
+                                    s.values_messages.push(m);
+                                }
+                                Message::Auth => seen.lock().unwrap().denied += 1,
                                 other => panic!("unexpected message {other:?}"),
                             }
                         }
@@ -173,16 +292,34 @@ impl TestClient {
                 }
             })
         };
-        TestClient {
+        Ok(TestClient {
             doc,
             seen,
             out,
             reader,
-        }
+        })
     }
 
     pub fn send(&self, frame: Bytes) {
         let _ = self.out.send(WsMessage::Binary(frame));
+    }
+
+    /// Connects to `room` opted in to CRDT values and performs the sync handshake.
+    pub async fn connect_values(server: &TestServer, room: &str) -> Self {
+        Self::connect(&server.values_url(room)).await
+    }
+
+    /// Sends a CRDT values op (tag 100).
+    pub fn send_op(&self, op: Op) {
+        let payload = ClientMessage::Op(op).encode();
+        self.send(encode_custom(PLAIT_CRDT_MESSAGE, &payload));
+    }
+
+    /// Waits until value `name` reads `expected`.
+    pub async fn wait_value(&self, name: &str, expected: serde_json::Value) {
+        let what = format!("{name} to be {expected}");
+        self.wait(|s, _| s.value(name).as_ref() == Some(&expected), &what)
+            .await;
     }
 
     pub fn send_raw(&self, msg: WsMessage) {

@@ -1,0 +1,237 @@
+//! Latency histograms and process statistics read from /proc.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the generator started (monotonic). Never 0 once started.
+pub fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// Log-linear histogram of microsecond values: exact below 64 µs, then 32 sub-buckets per
+/// power of two (about 3% resolution). Small (about 4 KB) so every receiver keeps its own.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    buckets: Vec<u32>,
+    pub count: u64,
+    pub max_us: u64,
+    pub sum_us: u64,
+}
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+const N_BUCKETS: usize = 64 + 40 * SUB as usize;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    pub fn new() -> Self {
+        Histogram {
+            buckets: Vec::new(),
+            count: 0,
+            max_us: 0,
+            sum_us: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 64 {
+            return v as usize;
+        }
+        let b = 63 - v.leading_zeros() as u64; // >= 6
+        let mantissa = (v >> (b - SUB_BITS as u64)) & (SUB - 1);
+        (64 + (b - 6) * SUB + mantissa).min(N_BUCKETS as u64 - 1) as usize
+    }
+
+    fn value(i: usize) -> f64 {
+        if i < 64 {
+            return i as f64;
+        }
+        let i = i as u64 - 64;
+        let b = i / SUB + 6;
+        let mantissa = i % SUB;
+        let lo = (SUB + mantissa) << (b - SUB_BITS as u64);
+        let width = 1u64 << (b - SUB_BITS as u64);
+        lo as f64 + width as f64 / 2.0
+    }
+
+    pub fn record_us(&mut self, us: u64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; N_BUCKETS];
+        }
+        self.buckets[Self::index(us)] += 1;
+        self.count += 1;
+        self.sum_us += us;
+        self.max_us = self.max_us.max(us);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.buckets.is_empty() {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; N_BUCKETS];
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += *b;
+        }
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The q-quantile (0..=1) in microseconds.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return f64::NAN;
+        }
+        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += *n as u64;
+            if seen >= target {
+                return Self::value(i).min(self.max_us as f64);
+            }
+        }
+        self.max_us as f64
+    }
+
+    pub fn p_ms(&self, q: f64) -> f64 {
+        self.quantile_us(q) / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.max_us as f64 / 1000.0
+        }
+    }
+}
+
+/// CPU seconds (user + system) and resident memory of one process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+    pub threads: u64,
+}
+
+fn clk_tck() -> f64 {
+    // sysconf is safe to call; it only reads a constant.
+    #[allow(unsafe_code)]
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Reads /proc/<pid>/stat and /proc/<pid>/status; `None` for the generator itself.
+pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
+    let base = match pid {
+        Some(p) => format!("/proc/{p}"),
+        None => "/proc/self".to_owned(),
+    };
+    let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime is field 14, stime 15, num_threads 20.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let threads: u64 = fields.get(17)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(ProcSample {
+        cpu_s: (utime + stime) / clk_tck(),
+        rss_kib: kib("VmRSS:"),
+        hwm_kib: kib("VmHWM:"),
+        threads,
+    })
+}
+
+/// Server and generator usage over one measured phase.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    server_pid: Option<u32>,
+    server0: Option<ProcSample>,
+    gen0: ProcSample,
+    t0: Instant,
+}
+
+impl Usage {
+    pub fn start(server_pid: Option<u32>) -> Self {
+        Usage {
+            server_pid,
+            server0: server_pid.and_then(|p| sample(Some(p))),
+            gen0: sample(None).unwrap_or_default(),
+            t0: Instant::now(),
+        }
+    }
+
+    /// Adds `server_cpu_s`, `server_cpu_pct`, `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct`
+    /// and `wall_s` to `m`.
+    pub fn finish(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
+        let wall = self.t0.elapsed().as_secs_f64();
+        let gen1 = sample(None).unwrap_or_default();
+        m.insert("wall_s".into(), num(wall));
+        m.insert("gen_cpu_s".into(), num(gen1.cpu_s - self.gen0.cpu_s));
+        m.insert(
+            "gen_cpu_pct".into(),
+            num(100.0 * (gen1.cpu_s - self.gen0.cpu_s) / wall),
+        );
+        if let (Some(pid), Some(s0)) = (self.server_pid, self.server0) {
+            if let Some(s1) = sample(Some(pid)) {
+                m.insert("server_cpu_s".into(), num(s1.cpu_s - s0.cpu_s));
+                m.insert(
+                    "server_cpu_pct".into(),
+                    num(100.0 * (s1.cpu_s - s0.cpu_s) / wall),
+                );
+                m.insert("server_rss_kib".into(), serde_json::json!(s1.rss_kib));
+                m.insert("server_rss_peak_kib".into(), serde_json::json!(s1.hwm_kib));
+                m.insert("server_threads".into(), serde_json::json!(s1.threads));
+            }
+        }
+    }
+}
+
+pub fn num(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!((v * 1000.0).round() / 1000.0)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_close() {
+        let mut h = Histogram::new();
+        for v in 1..=100_000u64 {
+            h.record_us(v);
+        }
+        let p50 = h.quantile_us(0.5);
+        let p99 = h.quantile_us(0.99);
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.04, "{p50}");
+        assert!((p99 - 99_000.0).abs() / 99_000.0 < 0.04, "{p99}");
+        assert_eq!(h.max_us, 100_000);
+    }
+}
