@@ -8,6 +8,7 @@
 
 mod bigdoc;
 mod client;
+mod durability;
 mod fanout;
 mod rooms;
 mod stats;
@@ -73,6 +74,8 @@ enum Cmd {
     Bigdoc(bigdoc::Opts),
     /// N clients with awareness miss edits while offline and reconnect at once.
     Storm(storm::Opts),
+    /// W writers acknowledged by an observer: updates/s and commit latency (strict vs relaxed).
+    Durability(durability::Opts),
 }
 
 /// What every scenario gets.
@@ -207,6 +210,7 @@ fn main() -> Result<()> {
             Cmd::Idle(o) => rooms::run_idle(&ctx, o, nofile).await,
             Cmd::Bigdoc(o) => bigdoc::run(&ctx, o).await,
             Cmd::Storm(o) => storm::run(&ctx, o).await,
+            Cmd::Durability(o) => durability::run(&ctx, o).await,
         }
     })?;
     // Thousands of sockets close faster without waiting for every task to notice.

@@ -45,6 +45,18 @@ impl Awareness {
         entries: Vec<AwarenessEntry>,
         now: Instant,
     ) -> Vec<AwarenessEntry> {
+        self.apply_capped(conn, entries, now, MAX_CLIENTS_PER_CONN)
+    }
+
+    /// As [`Awareness::apply`] with another cap on the client ids `conn` may hold: the
+    /// pseudo-connection of another process (cluster bus) speaks for all of its clients.
+    pub(crate) fn apply_capped(
+        &mut self,
+        conn: ConnId,
+        entries: Vec<AwarenessEntry>,
+        now: Instant,
+        max_clients: usize,
+    ) -> Vec<AwarenessEntry> {
         let mut accepted = Vec::new();
         for e in entries {
             match self.entries.get_mut(&e.client) {
@@ -67,7 +79,7 @@ impl Awareness {
                     cur.owner = conn;
                 }
                 None => {
-                    if self.owned_by(conn) >= MAX_CLIENTS_PER_CONN {
+                    if self.owned_by(conn) >= max_clients {
                         continue;
                     }
                     self.entries.insert(
@@ -124,6 +136,11 @@ impl Awareness {
             clock: e.clock,
             state: e.state.clone(),
         }
+    }
+
+    /// The connection that holds `client`'s entry, if any.
+    pub(crate) fn owner(&self, client: u64) -> Option<ConnId> {
+        self.entries.get(&client).map(|e| e.owner)
     }
 
     /// Every present state, for a joining connection or a query.

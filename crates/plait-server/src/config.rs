@@ -176,6 +176,20 @@ pub struct Config {
     #[arg(long, env = "PLAIT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Redis URL of the cluster bus (redis://HOST:PORT): processes sharing one PostgreSQL store
+    /// and this Redis serve the same rooms. Unset: a single process, nothing is published.
+    #[arg(long, env = "PLAIT_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// Prefix of the bus's Redis channels (`PREFIX:room:NAME`); clusters sharing one Redis need
+    /// different prefixes.
+    #[arg(long, env = "PLAIT_REDIS_PREFIX", default_value = "plait")]
+    pub redis_prefix: String,
+
+    /// While the bus is down, how often each loaded room catches up from the store.
+    #[arg(long, env = "PLAIT_BUS_FALLBACK_POLL_MS", default_value_t = 500)]
+    pub bus_fallback_poll_ms: u64,
+
     /// Log format.
     #[arg(long, env = "PLAIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -233,6 +247,9 @@ impl Config {
                  Set --auth-secret or --auth-public-key-file, or pass --allow-anonymous",
                 self.host
             ));
+        }
+        if self.redis.is_some() && self.bus_fallback_poll_ms < 10 {
+            return Err("--bus-fallback-poll-ms must be at least 10".into());
         }
         if self.auth_leeway_secs > 60 {
             return Err("--auth-leeway-secs must be at most 60".into());

@@ -20,6 +20,11 @@ use crate::Shared;
 /// The web demo's built files, embedded at compile time (see web-demo/README.md).
 static DEMO: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/../../web-demo/dist");
 
+/// Bytes read from a socket at a time.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Bytes of frames gathered before they are written (the writer also flushes every batch).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// The router, without a socket: tests drive it with `oneshot`.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -51,7 +56,16 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let ping = tokio::time::timeout(Duration::from_secs(2), shared.store.ping()).await;
     match ping {
         Ok(Ok(())) if shared.store_healthy.load(Ordering::Relaxed) => {
-            (StatusCode::OK, "ready\n").into_response()
+            // A bus that is down degrades latency between processes, not data: still ready
+            // (taking every process out of the balancer would be worse), but said so.
+            match &shared.bus {
+                Some(bus) if !bus.is_up() => (
+                    StatusCode::OK,
+                    "ready; bus down: cross-process delivery polls the store\n",
+                )
+                    .into_response(),
+                _ => (StatusCode::OK, "ready\n").into_response(),
+            }
         }
         Ok(Ok(())) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -154,6 +168,10 @@ async fn room_or_file(
     let max = shared.max_message_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
+        // tungstenite's defaults allocate a 128 KiB read buffer per socket up front, most of
+        // an idle connection's memory; larger messages are still read, in more chunks.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             let tracker = shared.tracker.clone();
             tracker.track_future(connection::serve(

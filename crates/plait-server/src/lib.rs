@@ -20,6 +20,7 @@ mod access;
 pub mod admin;
 pub mod auth;
 mod awareness;
+mod bus;
 pub mod config;
 mod connection;
 pub mod docs;
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     instance_id: u64,
     /// Tokens, origins, connection caps, live sessions and per-connection rates.
     access: access::Access,
+    /// The cluster bus (`--redis`); `None` for a single process.
+    bus: Option<Arc<bus::Bus>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,14 +131,33 @@ pub async fn run(
         );
     }
     let token = CancellationToken::new();
+    let instance_id = new_instance_id();
+    let limits = plait_protocol::Limits {
+        max_awareness_state_bytes: config.max_awareness_bytes,
+        ..plait_protocol::Limits::default()
+    };
+    let bus = match &config.redis {
+        Some(url) => Some(
+            bus::Bus::start(
+                url,
+                &config.redis_prefix,
+                instance_id,
+                limits,
+                config.max_message_bytes,
+                Duration::from_millis(config.bus_fallback_poll_ms.max(10)),
+                token.clone(),
+            )
+            .map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+            })?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         store,
         hub: hub::Hub::new(config.max_rooms),
         room: config.room(),
-        limits: plait_protocol::Limits {
-            max_awareness_state_bytes: config.max_awareness_bytes,
-            ..plait_protocol::Limits::default()
-        },
+        limits,
         outbox_frames: config.outbox_frames,
         ping_interval: Duration::from_millis(config.ping_interval_ms),
         max_message_bytes: config.max_message_bytes,
@@ -146,8 +168,9 @@ pub async fn run(
         store_healthy: AtomicBool::new(true),
         metrics: metrics::handle(),
         admin_token: config.admin_token.clone(),
-        instance_id: new_instance_id(),
+        instance_id,
         access,
+        bus,
     });
     let trigger = token.clone();
     tokio::spawn(async move {

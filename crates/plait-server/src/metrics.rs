@@ -30,6 +30,16 @@ pub(crate) const STORED_UPDATES_SKIPPED: &str = "plait_stored_updates_skipped_to
 pub(crate) const COMPACTIONS: &str = "plait_compactions_total";
 /// Connections refused before joining a room, by reason.
 pub(crate) const REFUSED: &str = "plait_connections_refused_total";
+/// Whether the cluster bus (Redis) is connected: 1 up, 0 down (only with --redis).
+pub(crate) const BUS_UP: &str = "plait_bus_up";
+/// Bus messages published (`dir="out"`) and received from other processes (`dir="in"`), by kind.
+pub(crate) const BUS_MESSAGES: &str = "plait_bus_messages_total";
+/// Bus messages not delivered, by reason (other processes catch up from the store).
+pub(crate) const BUS_DROPPED: &str = "plait_bus_dropped_total";
+/// Bus messages refused by validation (malformed, oversized, or updates that do not apply).
+pub(crate) const BUS_INVALID: &str = "plait_bus_invalid_total";
+/// Times a room caught up from the store (a gap in seqs, or polling while the bus is down).
+pub(crate) const BUS_CATCH_UPS: &str = "plait_bus_catch_ups_total";
 
 /// Installs the process-wide recorder once and returns the handle that renders it. Several
 /// servers in one process (tests) share it.

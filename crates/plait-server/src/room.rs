@@ -274,6 +274,8 @@ pub(crate) struct Room {
     retry_delay: Duration,
     last_flush: Instant,
     idle_since: Option<Instant>,
+    /// Awareness entries to send at the end of the current batch or tick.
+    awareness_out: Vec<AwarenessEntry>,
     /// When the last history snapshot was written (or the room loaded), and whether a commit
     /// happened since.
     last_history: Instant,
@@ -375,6 +377,7 @@ impl Room {
             retry_delay: FIRST_RETRY_DELAY,
             last_flush: Instant::now(),
             idle_since: Some(Instant::now()),
+            awareness_out: Vec::new(),
             last_history: Instant::now(),
             changed_since_history: false,
             values: Values::default(),
@@ -480,6 +483,7 @@ impl Room {
                 RoomCmd::Values { .. } => unreachable!("values requests are handled per batch"),
             }
         }
+        self.flush_awareness();
         evict
     }
 
@@ -779,14 +783,26 @@ impl Room {
         }
     }
 
+    /// Queues awareness entries for [`Room::flush_awareness`], which sends them as one frame:
+    /// N members changing presence in one batch cost N frames per member, not N².
     fn broadcast_awareness(&mut self, entries: &[AwarenessEntry]) {
-        if entries.is_empty() {
-            return;
+        for e in entries {
+            // A later entry for the same client supersedes an earlier one in this batch.
+            self.awareness_out
+                .retain(|q: &AwarenessEntry| q.client != e.client);
+            self.awareness_out.push(e.clone());
         }
-        // Everyone, the sender included: the echo is what keeps a lone client's 30 s watchdog
-        // from firing.
-        let frame = encode_awareness(&encode_entries(entries.iter()));
-        self.broadcast(&frame, None);
+    }
+
+    /// Sends the queued awareness entries to everyone, the senders included: the echo is what
+    /// keeps a lone client's 30 s watchdog from firing.
+    fn flush_awareness(&mut self) {
+        while !self.awareness_out.is_empty() {
+            let entries = std::mem::take(&mut self.awareness_out);
+            let frame = encode_awareness(&encode_entries(entries.iter()));
+            // Closing a slow consumer below may queue its removal: loop until quiet.
+            self.broadcast(&frame, None);
+        }
     }
 
     /// Sends one frame to one member; a full outbox closes it as a slow consumer.
@@ -857,6 +873,7 @@ impl Room {
         let now = Instant::now();
         let expired = self.awareness.expire(now);
         self.broadcast_awareness(&expired);
+        self.flush_awareness();
         let retry_due = self.retry_at.is_some_and(|at| now >= at);
         let flush_due = self.shared.room.durability == Durability::RelaxedMayLoseRecentEdits
             && now.duration_since(self.last_flush) >= self.shared.room.flush_interval;

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
@@ -22,6 +23,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections; reads never block the writer in WAL mode.
 const READ_CONNECTIONS: u32 = 4;
 
+/// Appends from every room gathered into one transaction at most.
+const MAX_GROUP: usize = 256;
+/// Rows per multi-row INSERT (SQLite allows 32,766 bound parameters; 4 per row).
+const ROWS_PER_INSERT: usize = 500;
+/// Appends waiting for the group-commit task; senders wait (backpressure) when it is full.
+const APPEND_QUEUE: usize = 1024;
+
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -29,6 +37,72 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Several connections for loads and listings.
     reader: SqlitePool,
+    /// Appends go to one task that commits whatever is queued, from every room, in one
+    /// transaction: SQLite has one writer anyway, and each commit costs an fsync, so many
+    /// rooms committing at once share it. The task ends when the last store clone is dropped.
+    appends: mpsc::Sender<AppendRequest>,
+}
+
+#[derive(Debug)]
+struct AppendRequest {
+    room: String,
+    updates: Vec<Bytes>,
+    reply: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// Commits queued appends, a group per transaction.
+async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<AppendRequest>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        match commit_group(&pool, &group).await {
+            Ok(seqs) => {
+                for (req, seq) in group.drain(..).zip(seqs) {
+                    let _ = req.reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Err(Error::GroupCommit(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(pool: &SqlitePool, group: &[AppendRequest]) -> Result<Vec<u64>, Error> {
+    let now = now_ms();
+    let mut tx = pool.begin().await?;
+    let mut seqs = Vec::with_capacity(group.len());
+    for req in group {
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
+             updated_at_ms = excluded.updated_at_ms RETURNING last_seq",
+        )
+        .bind(&req.room)
+        .bind(req.updates.len() as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let first = last - req.updates.len() as i64 + 1;
+        for (chunk_index, chunk) in req.updates.chunks(ROWS_PER_INSERT).enumerate() {
+            let base = first + (chunk_index * ROWS_PER_INSERT) as i64;
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO updates (room, seq, data, created_at_ms) ",
+            );
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, data)| {
+                row.push_bind(req.room.as_str())
+                    .push_bind(base + i as i64)
+                    .push_bind(data.as_ref())
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        seqs.push(to_u64(last, "room seq")?);
+    }
+    tx.commit().await?;
+    Ok(seqs)
 }
 
 impl SqliteStore {
@@ -61,7 +135,13 @@ impl SqliteStore {
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        let (appends, queue) = mpsc::channel(APPEND_QUEUE);
+        tokio::spawn(group_commit(writer.clone(), queue));
+        Ok(Self {
+            writer,
+            reader,
+            appends,
+        })
     }
 }
 
@@ -129,30 +209,15 @@ impl Store for SqliteStore {
         if updates.is_empty() {
             return Err(Error::Corrupt("append of no updates".into()));
         }
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
-             updated_at_ms = excluded.updated_at_ms RETURNING last_seq",
-        )
-        .bind(room)
-        .bind(updates.len() as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first = last - updates.len() as i64 + 1;
-        for (i, data) in updates.iter().enumerate() {
-            sqlx::query("INSERT INTO updates (room, seq, data, created_at_ms) VALUES (?, ?, ?, ?)")
-                .bind(room)
-                .bind(first + i as i64)
-                .bind(data.as_ref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        to_u64(last, "room seq")
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            room: room.to_owned(),
+            updates: updates.to_vec(),
+            reply,
+        };
+        let closed = || Error::GroupCommit("the store is closed".into());
+        self.appends.send(request).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
