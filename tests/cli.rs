@@ -5,6 +5,7 @@
 mod support;
 
 mod binary;
+mod pg;
 
 use std::process::Output;
 
@@ -200,4 +201,58 @@ async fn commands_go_through_a_running_server_to_connected_clients() {
         "401",
     );
     server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_sqlite_to_postgres_copies_and_verifies_every_room() {
+    let Some(pg_url) = pg::fresh_database("plait_migrate").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}/plait.db", dir.path().display());
+    let server = binary::Server::start(&sqlite, &[]).await;
+    let mut expected = Vec::new();
+    for room in ["alpha", "beta/with slash", "gamma"] {
+        let c = TestClient::connect(&server.url(&room.replace(' ', "%20"))).await;
+        let text = format!("content of {room}");
+        c.insert(0, &text);
+        let d = TestClient::connect(&server.url(&room.replace(' ', "%20"))).await;
+        d.wait_text(&text).await;
+        expected.push((room, text));
+    }
+    assert!(server.terminate().await.success());
+    let out = ok(&plait(
+        &["migrate", "--from", &sqlite, "--to", &pg_url],
+        &[],
+    ));
+    assert_eq!(out.matches("copied and verified").count(), 3, "{out}");
+    // The same rooms, served from PostgreSQL.
+    let server = binary::Server::start(&pg_url, &[]).await;
+    for (room, text) in &expected {
+        let c = TestClient::connect(&server.url(&room.replace(' ', "%20"))).await;
+        assert_eq!(&c.text(), text, "{room}");
+    }
+    server.kill();
+    // Migrating again merges into the existing rooms and changes nothing.
+    ok(&plait(
+        &["migrate", "--from", &sqlite, "--to", &pg_url],
+        &[],
+    ));
+    let env = [("PLAIT_STORE", pg_url.as_str())];
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&plait(&["inspect", "alpha"], &env))).unwrap();
+    assert_eq!(json["t"], "content of alpha");
+    fails(
+        &plait(
+            &[
+                "migrate",
+                "--from",
+                &sqlite,
+                "--to",
+                "postgres://nobody@127.0.0.1:1/x",
+            ],
+            &[],
+        ),
+        "opening postgres://nobody@127.0.0.1:1/x",
+    );
 }

@@ -94,3 +94,41 @@ async fn sigkill_loses_nothing_that_was_broadcast_postgres() {
     };
     crash_cycles(&url).await;
 }
+
+/// SIGTERM with many loaded rooms holding unflushed edits (relaxed durability, so they are
+/// not yet committed): shutdown commits every room within its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_flushes_every_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/plait.db", dir.path().display());
+    let relaxed = [
+        "--durability",
+        "relaxed-may-lose-recent-edits",
+        "--flush-interval-ms",
+        "600000",
+    ];
+    let server = binary::Server::start(&store, &relaxed).await;
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        let url = server.url(&format!("room-{i}"));
+        let writer = TestClient::connect(&url).await;
+        let reader = TestClient::connect(&url).await;
+        writer.insert(0, &format!("unflushed {i}"));
+        clients.push((writer, reader));
+    }
+    for (i, (_, reader)) in clients.iter().enumerate() {
+        reader.wait_text(&format!("unflushed {i}")).await;
+    }
+    let started = std::time::Instant::now();
+    assert!(server.terminate().await.success());
+    eprintln!(
+        "shutdown with 40 unflushed rooms took {:?}",
+        started.elapsed()
+    );
+    let server = binary::Server::start(&store, &[]).await;
+    for i in 0..40 {
+        let fresh = TestClient::connect(&server.url(&format!("room-{i}"))).await;
+        assert_eq!(fresh.text(), format!("unflushed {i}"), "room {i}");
+    }
+    server.kill();
+}

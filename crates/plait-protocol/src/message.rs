@@ -272,6 +272,20 @@ mod tests {
         assert!(matches!(decode(&frame), Err(Error::CountTooLarge { .. })));
     }
 
+    /// Fuzzing found it: a state vector naming client 2^53 or more made yrs assert
+    /// (`ClientID::new`) in debug builds and corrupt the id in release builds.
+    #[test]
+    fn client_ids_beyond_53_bits_are_refused() {
+        let crash = [
+            0x00, 0x00, 0x0a, 0x01, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x1b, 0x00, 0x00,
+        ];
+        assert_eq!(decode(&crash), Err(Error::IntegerOverflow("client id")));
+        let mut sv = vec![1];
+        write_var(&mut sv, (1 << 53) - 1);
+        sv.push(0);
+        assert!(decode(&encode_sync_step1(&sv)).is_ok());
+    }
+
     #[test]
     fn deeply_nested_any_is_refused() {
         // One client, one struct: an item in root map "m" under key "k" whose Any content is

@@ -10,6 +10,18 @@
 use crate::lib0::Reader;
 use crate::Error;
 
+/// Yjs client ids are JavaScript safe integers (below 2^53); yrs asserts it and, in release
+/// builds, silently corrupts larger ones. Refuse them up front.
+const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+fn client(r: &mut Reader<'_>) -> Result<u64, Error> {
+    let id = r.read_var()?;
+    if id > MAX_CLIENT_ID {
+        return Err(Error::IntegerOverflow("client id"));
+    }
+    Ok(id)
+}
+
 /// Checks an encoded state vector: `n` then `n` pairs of (client id, clock).
 ///
 /// # Errors
@@ -18,7 +30,7 @@ pub fn state_vector(bytes: &[u8]) -> Result<(), Error> {
     let mut r = Reader::new(bytes);
     let n = r.read_count("state vector entry", 2)?;
     for _ in 0..n {
-        r.read_var()?;
+        client(&mut r)?;
         r.read_var_u32("state vector clock")?;
     }
     if r.remaining() != 0 {
@@ -40,7 +52,7 @@ pub fn update_v1(bytes: &[u8], max_depth: usize) -> Result<(), Error> {
     for _ in 0..n_clients {
         // Every struct takes at least two bytes (an info byte and a length or content).
         let n_structs = r.read_count("struct", 2)?;
-        r.read_var()?; // client
+        client(&mut r)?;
         r.read_var_u32("struct clock")?;
         for _ in 0..n_structs {
             block(&mut r, max_depth)?;
@@ -54,7 +66,7 @@ pub fn update_v1(bytes: &[u8], max_depth: usize) -> Result<(), Error> {
 fn delete_set(r: &mut Reader<'_>) -> Result<(), Error> {
     let n_clients = r.read_count("delete set client", 2)?;
     for _ in 0..n_clients {
-        r.read_var()?;
+        client(r)?;
         let n_ranges = r.read_count("delete range", 2)?;
         for _ in 0..n_ranges {
             r.read_var_u32("delete range clock")?;
@@ -106,7 +118,7 @@ fn block(r: &mut Reader<'_>, max_depth: usize) -> Result<(), Error> {
 }
 
 fn id(r: &mut Reader<'_>) -> Result<(), Error> {
-    r.read_var()?;
+    client(r)?;
     r.read_var_u32("id clock")?;
     Ok(())
 }
