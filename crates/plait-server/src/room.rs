@@ -120,6 +120,7 @@ pub(crate) enum Inbound {
 }
 
 mod admin;
+mod cluster;
 
 pub(crate) use admin::{AdminOp, AdminReply, AdminResult};
 
@@ -288,6 +289,10 @@ pub(crate) struct Room {
     /// Names of values changed in memory but not yet stored (relaxed durability, or a store
     /// failure while unloading); written by [`Room::store_values`].
     dirty_values: BTreeSet<String>,
+    /// The room's side of the cluster bus (`--redis`); `None` for a single process.
+    cluster: Option<cluster::Cluster>,
+    /// yrs panicked on an update from another process: reload from the store on the tick.
+    needs_reload: bool,
 }
 
 impl std::fmt::Debug for Room {
@@ -323,6 +328,12 @@ async fn run(
     n_members: Arc<AtomicUsize>,
 ) {
     let started = Instant::now();
+    // Subscribe before loading, so nothing committed elsewhere falls between the two: bus
+    // messages queue until the room reads them, and those the load covered are skipped by seq.
+    let bus_sub = match &shared.bus {
+        Some(bus) => Some(bus.subscribe(&name, id).await),
+        None => None,
+    };
     let loaded = match shared.store.load_room(&name).await {
         Ok(stored) => shared
             .store
@@ -349,6 +360,8 @@ async fn run(
     let mut room = Room::new(name, id, shared, n_members);
     room.load(stored);
     room.load_values(stored_values);
+    room.cluster = bus_sub.map(cluster::Cluster::new);
+    room.bus_loaded();
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "room loaded"
@@ -383,6 +396,8 @@ impl Room {
             values: Values::default(),
             hlc: Hlc::new(ReplicaId(shared.instance_id), SystemClock),
             dirty_values: BTreeSet::new(),
+            cluster: None,
+            needs_reload: false,
             shared,
         }
     }
@@ -418,8 +433,10 @@ impl Room {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shared.shutdown.clone();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut bus_rx = self.cluster.as_mut().and_then(cluster::Cluster::take_rx);
         loop {
             tokio::select! {
+                Some(event) = cluster::recv(&mut bus_rx) => self.on_bus(event).await,
                 n = rx.recv_many(&mut batch, MAX_BATCH) => {
                     if n == 0 {
                         break;
@@ -626,7 +643,13 @@ impl Room {
         self.last_flush = Instant::now();
         match result {
             Ok(seq) => {
+                let prev_seq = self.last_seq;
                 self.last_seq = seq;
+                let committed = if self.cluster.is_some() {
+                    self.uncommitted.clone()
+                } else {
+                    Vec::new()
+                };
                 self.shared.set_store_healthy(true);
                 self.changed_since_history = true;
                 self.log_updates += self.uncommitted.len() as u64;
@@ -638,6 +661,9 @@ impl Room {
                 for (frame, skip) in std::mem::take(&mut self.held) {
                     self.broadcast(&frame, skip);
                 }
+                // Publish, and catch up if other processes committed in between (before
+                // compaction trusts `last_seq`).
+                self.bus_committed(prev_seq, seq, &committed).await;
                 if self.log_updates >= self.shared.room.compact_after_updates
                     || self.log_bytes >= self.shared.room.compact_after_bytes
                 {
@@ -660,21 +686,8 @@ impl Room {
     /// Merges the log into one snapshot. The store deletes the covered log rows in the same
     /// transaction, so a crash leaves either the old log or the new snapshot.
     async fn compact(&mut self) {
-        let (data, state_vector) = {
-            let txn = self.doc.transact();
-            (
-                txn.encode_state_as_update_v1(&StateVector::default()),
-                txn.state_vector().encode_v1(),
-            )
-        };
-        let up_to_seq = self.last_seq;
-        let snapshot = Snapshot {
-            up_to_seq,
-            kind: SnapshotKind::Compaction,
-            data: Bytes::from(data),
-            state_vector: Bytes::from(state_vector),
-            created_at_ms: plait_store::now_ms(),
-        };
+        let snapshot = self.snapshot(SnapshotKind::Compaction);
+        let up_to_seq = snapshot.up_to_seq;
         match self
             .shared
             .store
@@ -693,6 +706,18 @@ impl Room {
                 self.log_bytes = 0;
             }
             Err(e) => warn!(error = %e, "compaction failed; the log stays as it is"),
+        }
+    }
+
+    /// The document as a snapshot covering the log up to the last committed update.
+    fn snapshot(&self, kind: SnapshotKind) -> Snapshot {
+        let txn = self.doc.transact();
+        Snapshot {
+            up_to_seq: self.last_seq,
+            kind,
+            data: Bytes::from(txn.encode_state_as_update_v1(&StateVector::default())),
+            state_vector: Bytes::from(txn.state_vector().encode_v1()),
+            created_at_ms: plait_store::now_ms(),
         }
     }
 
@@ -799,6 +824,7 @@ impl Room {
     fn flush_awareness(&mut self) {
         while !self.awareness_out.is_empty() {
             let entries = std::mem::take(&mut self.awareness_out);
+            self.bus_awareness(&entries);
             let frame = encode_awareness(&encode_entries(entries.iter()));
             // Closing a slow consumer below may queue its removal: loop until quiet.
             self.broadcast(&frame, None);
@@ -873,6 +899,7 @@ impl Room {
         let now = Instant::now();
         let expired = self.awareness.expire(now);
         self.broadcast_awareness(&expired);
+        self.bus_tick(now).await;
         self.flush_awareness();
         let retry_due = self.retry_at.is_some_and(|at| now >= at);
         let flush_due = self.shared.room.durability == Durability::RelaxedMayLoseRecentEdits
@@ -1039,6 +1066,7 @@ impl Room {
         for frame in &frames {
             self.broadcast_where(frame, |_, member| member.link.values);
         }
+        self.bus_values(done.iter().map(|(_, name)| name));
         for (source, name) in done {
             self.answer_value_op(source, &name, Ok(()));
         }

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use plait_protocol::message::encode_update;
-use plait_store::{Snapshot, SnapshotKind};
+use plait_store::SnapshotKind;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
-use yrs::{ReadTxn, StateVector, Transact, Update};
+use yrs::{ReadTxn, Transact, Update};
 
 use super::{Room, ADMIN_CONN};
 use crate::config::Durability;
@@ -115,21 +114,8 @@ impl Room {
         if !force && now.duration_since(self.last_history) < interval {
             return;
         }
-        let (data, state_vector) = {
-            let txn = self.doc.transact();
-            (
-                txn.encode_state_as_update_v1(&StateVector::default()),
-                txn.state_vector().encode_v1(),
-            )
-        };
-        let created_at_ms = plait_store::now_ms();
-        let snapshot = Snapshot {
-            up_to_seq: self.last_seq,
-            kind: SnapshotKind::History,
-            data: Bytes::from(data),
-            state_vector: Bytes::from(state_vector),
-            created_at_ms,
-        };
+        let snapshot = self.snapshot(SnapshotKind::History);
+        let created_at_ms = snapshot.created_at_ms;
         match self
             .shared
             .store
