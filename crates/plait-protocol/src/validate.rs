@@ -129,10 +129,13 @@ fn content(r: &mut Reader<'_>, tag: u8, max_depth: usize) -> Result<(), Error> {
         1 => {
             r.read_var_u32("deleted length")?;
         }
-        // JSON: a count of JSON strings.
+        // JSON (legacy; Yjs writes `Any` today): a count of JSON strings. yrs 0.28 reads one
+        // string more than the count says (`while remaining >= 0`), so walk it the way yrs
+        // will: a scan that disagreed with yrs about where the delete set starts would let
+        // unchecked bytes through (fuzzing found a client id past 53 bits that way).
         2 => {
             let n = r.read_count("json content", 1)?;
-            for _ in 0..n {
+            for _ in 0..=n {
                 json_depth(r.read_str("json content")?, max_depth)?;
             }
         }
