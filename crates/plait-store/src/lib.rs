@@ -11,6 +11,7 @@
 //! bytes plus metadata; merging them into a document is the server's business.
 
 mod error;
+mod group;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;

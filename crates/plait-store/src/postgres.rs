@@ -8,6 +8,7 @@ use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
+use crate::group::{AppendRequest, GroupCommit, GroupWriter};
 use crate::{
     now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
     StoredRoom, StoredValue,
@@ -21,6 +22,52 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Appends from every room, committed a group per transaction (one WAL flush for many
+    /// rooms; each room's row lock still makes its seqs consecutive across processes).
+    appends: GroupCommit,
+}
+
+/// Commits groups through the pool.
+#[derive(Debug)]
+struct PgGroupWriter(PgPool);
+
+#[async_trait]
+impl GroupWriter for PgGroupWriter {
+    async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+        let now = now_ms();
+        let mut tx = self.0.begin().await?;
+        let mut seqs = Vec::with_capacity(group.len());
+        for req in group {
+            // The upsert locks the room's row until commit: concurrent appenders to one room,
+            // in this process or another, get consecutive ranges.
+            let last: i64 = sqlx::query_scalar(
+                "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq, \
+                 updated_at_ms = EXCLUDED.updated_at_ms RETURNING last_seq",
+            )
+            .bind(&req.room)
+            .bind(req.updates.len() as i64)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let first = last - req.updates.len() as i64 + 1;
+            let seq_list: Vec<i64> = (first..=last).collect();
+            let data: Vec<&[u8]> = req.updates.iter().map(|u| u.as_ref()).collect();
+            sqlx::query(
+                "INSERT INTO updates (room, seq, data, created_at_ms) \
+                 SELECT $1, s, d, $4 FROM UNNEST($2::BIGINT[], $3::BYTEA[]) AS t(s, d)",
+            )
+            .bind(&req.room)
+            .bind(&seq_list)
+            .bind(&data)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            seqs.push(to_u64(last, "room seq")?);
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
 }
 
 impl PgStore {
@@ -47,7 +94,8 @@ impl PgStore {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        let appends = GroupCommit::spawn(PgGroupWriter(pool.clone()));
+        Ok(Self { pool, appends })
     }
 }
 
@@ -109,38 +157,7 @@ impl Store for PgStore {
     }
 
     async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error> {
-        if updates.is_empty() {
-            return Err(Error::Corrupt("append of no updates".into()));
-        }
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        // The upsert locks the room's row until commit: concurrent appenders to one room, in
-        // this process or another, get consecutive ranges.
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq, \
-             updated_at_ms = EXCLUDED.updated_at_ms RETURNING last_seq",
-        )
-        .bind(room)
-        .bind(updates.len() as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first = last - updates.len() as i64 + 1;
-        let seqs: Vec<i64> = (first..=last).collect();
-        let data: Vec<&[u8]> = updates.iter().map(|u| u.as_ref()).collect();
-        sqlx::query(
-            "INSERT INTO updates (room, seq, data, created_at_ms) \
-             SELECT $1, s, d, $4 FROM UNNEST($2::BIGINT[], $3::BYTEA[]) AS t(s, d)",
-        )
-        .bind(room)
-        .bind(&seqs)
-        .bind(&data)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        to_u64(last, "room seq")
+        self.appends.append(room, updates).await
     }
 
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {

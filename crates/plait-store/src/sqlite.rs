@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 
+use crate::group::{AppendRequest, GroupCommit, GroupWriter};
 use crate::{
     now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
     StoredRoom, StoredValue, SyncMode,
@@ -23,12 +23,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read connections; reads never block the writer in WAL mode.
 const READ_CONNECTIONS: u32 = 4;
 
-/// Appends from every room gathered into one transaction at most.
-const MAX_GROUP: usize = 256;
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound parameters; 4 per row).
 const ROWS_PER_INSERT: usize = 500;
-/// Appends waiting for the group-commit task; senders wait (backpressure) when it is full.
-const APPEND_QUEUE: usize = 1024;
 
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -37,40 +33,23 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Several connections for loads and listings.
     reader: SqlitePool,
-    /// Appends go to one task that commits whatever is queued, from every room, in one
-    /// transaction: SQLite has one writer anyway, and each commit costs an fsync, so many
-    /// rooms committing at once share it. The task ends when the last store clone is dropped.
-    appends: mpsc::Sender<AppendRequest>,
+    /// Appends from every room, committed a group per transaction (SQLite has one writer
+    /// anyway, and each commit costs an fsync).
+    appends: GroupCommit,
 }
 
+/// Commits groups through the one writer connection.
 #[derive(Debug)]
-struct AppendRequest {
-    room: String,
-    updates: Vec<Bytes>,
-    reply: oneshot::Sender<Result<u64, Error>>,
-}
+struct SqliteGroupWriter(SqlitePool);
 
-/// Commits queued appends, a group per transaction.
-async fn group_commit(pool: SqlitePool, mut queue: mpsc::Receiver<AppendRequest>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match commit_group(&pool, &group).await {
-            Ok(seqs) => {
-                for (req, seq) in group.drain(..).zip(seqs) {
-                    let _ = req.reply.send(Ok(seq));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for req in group.drain(..) {
-                    let _ = req.reply.send(Err(Error::GroupCommit(msg.clone())));
-                }
-            }
-        }
+#[async_trait]
+impl GroupWriter for SqliteGroupWriter {
+    async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+        commit_group(&self.0, group).await
     }
 }
 
-async fn commit_group(pool: &SqlitePool, group: &[AppendRequest]) -> Result<Vec<u64>, Error> {
+async fn commit_group(pool: &SqlitePool, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
     let now = now_ms();
     let mut tx = pool.begin().await?;
     let mut seqs = Vec::with_capacity(group.len());
@@ -135,8 +114,7 @@ impl SqliteStore {
             .max_connections(READ_CONNECTIONS)
             .connect_with(options.read_only(true))
             .await?;
-        let (appends, queue) = mpsc::channel(APPEND_QUEUE);
-        tokio::spawn(group_commit(writer.clone(), queue));
+        let appends = GroupCommit::spawn(SqliteGroupWriter(writer.clone()));
         Ok(Self {
             writer,
             reader,
@@ -206,18 +184,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error> {
-        if updates.is_empty() {
-            return Err(Error::Corrupt("append of no updates".into()));
-        }
-        let (reply, answer) = oneshot::channel();
-        let request = AppendRequest {
-            room: room.to_owned(),
-            updates: updates.to_vec(),
-            reply,
-        };
-        let closed = || Error::GroupCommit("the store is closed".into());
-        self.appends.send(request).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.appends.append(room, updates).await
     }
 
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
