@@ -264,6 +264,8 @@ pub(crate) struct Bus {
     sub_up: AtomicBool,
     pub_up: AtomicBool,
     epoch: AtomicU64,
+    /// Serialises gauge updates, so the last one reads both flags after both were stored.
+    gauge: Mutex<()>,
     /// How often a room catches up from the store while the bus is down.
     pub(crate) fallback_poll: Duration,
 }
@@ -309,6 +311,7 @@ impl Bus {
             sub_up: AtomicBool::new(false),
             pub_up: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            gauge: Mutex::new(()),
             fallback_poll,
         });
         metrics::gauge!(m::BUS_UP).set(0.0);
@@ -328,15 +331,15 @@ impl Bus {
         self.epoch.load(Ordering::Acquire)
     }
 
-    pub(crate) fn instance_id(&self) -> u64 {
-        self.instance_id
-    }
-
     fn channel(&self, room: &str) -> String {
         format!("{}:room:{room}", self.prefix)
     }
 
     fn set_gauge(&self) {
+        let _serial = self
+            .gauge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         metrics::gauge!(m::BUS_UP).set(if self.is_up() { 1.0 } else { 0.0 });
     }
 
@@ -514,11 +517,9 @@ async fn publisher(
     let mut backoff = FIRST_BACKOFF;
     let mut batch = Vec::with_capacity(256);
     loop {
-        let connected = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            bus.client.get_multiplexed_async_connection(),
-        )
-        .await;
+        let connected =
+            tokio::time::timeout(REDIS_TIMEOUT, bus.client.get_multiplexed_async_connection())
+                .await;
         let mut conn = match connected {
             Ok(Ok(conn)) => conn,
             other => {
@@ -590,9 +591,8 @@ async fn subscriber(
     let mut backoff = FIRST_BACKOFF;
     loop {
         let connected = tokio::time::timeout(REDIS_TIMEOUT, bus.client.get_async_pubsub()).await;
-        let pubsub = match connected {
-            Ok(Ok(p)) => p,
-            _ => {
+        let Ok(Ok(pubsub)) = connected else {
+            {
                 // Down: answer subscriptions at once (the rooms poll) until the next attempt.
                 let sleep = tokio::time::sleep(backoff);
                 tokio::pin!(sleep);
@@ -663,6 +663,7 @@ async fn subscriber(
                         }
                     },
                     _ = ping.tick() => {
+                        bus.set_gauge();
                         let r = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
                         if !matches!(r, Ok(Ok(_))) {
                             break;

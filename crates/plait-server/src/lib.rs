@@ -136,6 +136,8 @@ pub async fn run(
         max_awareness_state_bytes: config.max_awareness_bytes,
         ..plait_protocol::Limits::default()
     };
+    // Before the bus starts, so its first gauge values are recorded.
+    let metrics_handle = metrics::handle();
     let bus = match &config.redis {
         Some(url) => Some(
             bus::Bus::start(
@@ -166,7 +168,7 @@ pub async fn run(
         shutdown: token.clone(),
         tracker: TaskTracker::new(),
         store_healthy: AtomicBool::new(true),
-        metrics: metrics::handle(),
+        metrics: metrics_handle,
         admin_token: config.admin_token.clone(),
         instance_id,
         access,

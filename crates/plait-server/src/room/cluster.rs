@@ -1,0 +1,404 @@
+//! A room's side of the cluster bus ([`crate::bus`]).
+//!
+//! - After its own commit a room publishes the committed updates with their seqs; if the seqs
+//!   the store gave do not follow the last one the room knew, other processes committed in
+//!   between and the room catches up from the store (before any compaction uses `last_seq`).
+//! - An update from the bus is applied and fanned out to the room's members, never committed
+//!   again (it is durable) and never re-published. A gap in seqs means a missed message: catch
+//!   up from the store (`load_updates_until(room, last_seq, ..)`).
+//! - Awareness from another process is kept under a pseudo-connection per remote process, so
+//!   it expires like anyone's when that process stops renewing it (a SIGKILLed process).
+//! - While the bus is down (or after it reconnects, or when a message was dropped) the room
+//!   catches up from the store on its tick.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plait_crdt::ServerMessage;
+use plait_protocol::awareness::encode_entries;
+use plait_protocol::message::{encode_awareness, encode_update};
+use plait_protocol::AwarenessEntry;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use yrs::updates::decoder::Decode;
+use yrs::{ReadTxn, Transact, Update};
+
+use super::{values_frame, ConnId, Room, COMMIT_TIMEOUT};
+use crate::bus::{BusEvent, BusSub, Outgoing};
+use crate::metrics as m;
+
+/// Connection ids with this bit are pseudo-connections of other processes (local connection
+/// ids count up from 1 and never reach it).
+const REMOTE_CONN_BIT: ConnId = 1 << 63;
+/// Even with a healthy bus, a room checks the store this often (a message Redis dropped
+/// without the bus noticing is found by then at the latest).
+const SAFETY_POLL: Duration = Duration::from_secs(30);
+
+/// The pseudo-connection that owns the awareness entries of another process's clients.
+fn remote_conn(origin: u64) -> ConnId {
+    REMOTE_CONN_BIT | (origin >> 1)
+}
+
+fn is_remote(conn: ConnId) -> bool {
+    conn & REMOTE_CONN_BIT != 0
+}
+
+/// A room's bus state.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    sub: BusSub,
+    /// The bus epoch the room last caught up at.
+    epoch: u64,
+    last_poll: Instant,
+    /// A catch-up failed (store error): try again on the next tick.
+    retry: bool,
+}
+
+impl Cluster {
+    pub(crate) fn new(sub: BusSub) -> Self {
+        Cluster {
+            epoch: sub.bus.epoch(),
+            sub,
+            last_poll: Instant::now(),
+            retry: false,
+        }
+    }
+
+    /// The receiver of the room's bus messages (once, for the room's loop).
+    pub(crate) fn take_rx(&mut self) -> Option<mpsc::Receiver<BusEvent>> {
+        self.sub.take_rx()
+    }
+}
+
+/// The next bus message, or never when there is no bus.
+pub(crate) async fn recv(rx: &mut Option<mpsc::Receiver<BusEvent>>) -> Option<BusEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Room {
+    fn publish(&self, msg: &Outgoing<'_>) {
+        if let Some(c) = &self.cluster {
+            c.sub.bus.publish(&self.name, msg);
+        }
+    }
+
+    /// Called right after loading: asks the other processes for their clients' awareness.
+    pub(crate) fn bus_loaded(&mut self) {
+        self.publish(&Outgoing::AwarenessQuery);
+    }
+
+    /// After a successful commit of `updates` (seqs `last - len + 1 ..= last`), with `prev` the
+    /// room's `last_seq` before it: publish them, and catch up if others committed in between.
+    /// Leaves `last_seq` at the newest seq whose update the document holds.
+    pub(crate) async fn bus_committed(&mut self, prev: u64, last: u64, updates: &[Bytes]) {
+        if self.cluster.is_none() || updates.is_empty() {
+            return;
+        }
+        let first = last + 1 - updates.len() as u64;
+        self.publish(&Outgoing::Updates {
+            first_seq: first,
+            last_seq: last,
+            updates,
+        });
+        if first > prev + 1 {
+            self.last_seq = prev;
+            self.catch_up(Some((first, last))).await;
+        }
+    }
+
+    /// Publishes the awareness changes of this process's own clients.
+    pub(crate) fn bus_awareness(&self, entries: &[AwarenessEntry]) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let own: Vec<AwarenessEntry> = entries
+            .iter()
+            .filter(|e| !self.awareness.owner(e.client).is_some_and(is_remote))
+            .cloned()
+            .collect();
+        if !own.is_empty() {
+            self.publish(&Outgoing::Awareness(&own));
+        }
+    }
+
+    /// Publishes the full states of values this process changed (and stored).
+    pub(crate) fn bus_values<'a>(&self, names: impl Iterator<Item = &'a String>) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let states: Vec<(String, plait_crdt::Value)> = names
+            .filter_map(|n| self.values.get(n).map(|v| (n.clone(), v.clone())))
+            .collect();
+        if !states.is_empty() {
+            self.publish(&Outgoing::Values(states));
+        }
+    }
+
+    /// Handles one message from another process.
+    pub(crate) async fn on_bus(&mut self, event: BusEvent) {
+        match event {
+            BusEvent::Updates {
+                first_seq,
+                last_seq,
+                updates,
+            } => {
+                if last_seq <= self.last_seq {
+                    return;
+                }
+                if first_seq > self.last_seq + 1 {
+                    debug!(
+                        have = self.last_seq,
+                        first_seq, "gap in bus seqs; catching up from the store"
+                    );
+                    self.catch_up(None).await;
+                    return;
+                }
+                let skip = (self.last_seq + 1 - first_seq) as usize;
+                if self.apply_remote(updates.into_iter().skip(skip).collect()) {
+                    self.last_seq = last_seq;
+                }
+            }
+            BusEvent::Awareness { origin, entries } => {
+                let accepted = self.awareness.apply_capped(
+                    remote_conn(origin),
+                    entries,
+                    Instant::now(),
+                    usize::MAX,
+                );
+                self.fan_out_awareness(&accepted);
+            }
+            BusEvent::AwarenessQuery => self.announce_awareness(),
+            BusEvent::Values(updates) => {
+                for update in updates {
+                    match self.values.merge_remote(&update, &mut self.hlc) {
+                        Ok(()) => self.fan_out_value(&update.name),
+                        Err(e) => {
+                            debug!(name = %update.name, error = %e, "bus value refused");
+                            metrics::counter!(m::BUS_INVALID).increment(1);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes every state of this process's own clients.
+    fn announce_awareness(&self) {
+        let states = self.awareness.states();
+        self.bus_awareness(&states);
+    }
+
+    fn fan_out_awareness(&mut self, entries: &[AwarenessEntry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let frame = encode_awareness(&encode_entries(entries.iter()));
+        self.broadcast(&frame, None);
+    }
+
+    fn fan_out_value(&mut self, name: &str) {
+        let Some(value) = self.values.get(name) else {
+            return;
+        };
+        let frame = values_frame(&ServerMessage::State(plait_crdt::Update {
+            name: name.to_owned(),
+            value: value.clone(),
+        }));
+        self.broadcast_where(&frame, |_, member| member.link.values);
+    }
+
+    /// Applies durable updates from elsewhere in one transaction and relays them to every
+    /// member as they were sent. Returns false if yrs panicked (the room is reloaded then).
+    fn apply_remote(&mut self, updates: Vec<(Update, Bytes)>) -> bool {
+        if updates.is_empty() {
+            return true;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            let mut applied = Vec::with_capacity(updates.len());
+            for (update, raw) in updates {
+                match txn.apply_update(update) {
+                    Ok(()) => applied.push(raw),
+                    Err(e) => {
+                        debug!(error = %e, "bus update did not apply");
+                        metrics::counter!(m::BUS_INVALID).increment(1);
+                    }
+                }
+            }
+            applied
+        }));
+        match outcome {
+            Ok(applied) => {
+                for raw in applied {
+                    self.broadcast(&encode_update(&raw), None);
+                }
+                true
+            }
+            Err(_) => {
+                metrics::counter!(m::BUS_INVALID).increment(1);
+                warn!("applying bus updates panicked; the room reloads from the store");
+                self.needs_reload = true;
+                false
+            }
+        }
+    }
+
+    /// Reads the store's log after `last_seq` and applies what the room lacks (skipping the
+    /// room's own just-committed seqs in `skip`). If compaction removed rows the room still
+    /// needs, merges the whole stored room instead. Returns whether it succeeded.
+    async fn catch_up(&mut self, skip: Option<(u64, u64)>) -> bool {
+        metrics::counter!(m::BUS_CATCH_UPS).increment(1);
+        let after = self.last_seq;
+        let rows = tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            self.shared
+                .store
+                .load_updates_until(&self.name, after, i64::MAX),
+        )
+        .await;
+        let rows = match rows {
+            Ok(Ok(rows)) => rows,
+            other => {
+                if let Ok(Err(e)) = other {
+                    warn!(error = %e, "catching up from the store failed; retrying");
+                }
+                self.set_retry();
+                return false;
+            }
+        };
+        let Some(first) = rows.first() else {
+            return true;
+        };
+        if first.seq > after + 1 {
+            return self.catch_up_whole().await;
+        }
+        let mut last = after;
+        let mut fresh = Vec::with_capacity(rows.len());
+        for row in rows {
+            last = last.max(row.seq);
+            if skip.is_some_and(|(a, b)| (a..=b).contains(&row.seq)) {
+                continue;
+            }
+            match Update::decode_v1(&row.data) {
+                Ok(u) => fresh.push((u, row.data)),
+                Err(e) => {
+                    warn!(seq = row.seq, error = %e, "skipping stored update that does not decode");
+                    metrics::counter!(m::STORED_UPDATES_SKIPPED).increment(1);
+                }
+            }
+        }
+        if self.apply_remote(fresh) {
+            self.last_seq = last;
+        }
+        true
+    }
+
+    /// Merges the stored snapshot and log into the document and relays the difference.
+    async fn catch_up_whole(&mut self) -> bool {
+        let loaded =
+            tokio::time::timeout(COMMIT_TIMEOUT, self.shared.store.load_room(&self.name)).await;
+        let Ok(Ok(stored)) = loaded else {
+            self.set_retry();
+            return false;
+        };
+        let before = self.doc.transact().state_vector();
+        let mut rows: Vec<(Update, Bytes)> = Vec::new();
+        let snapshot = stored.snapshot.as_ref().map(|s| s.data.clone());
+        for data in snapshot
+            .into_iter()
+            .chain(stored.updates.iter().map(|u| u.data.clone()))
+        {
+            if let Ok(u) = Update::decode_v1(&data) {
+                rows.push((u, data));
+            }
+        }
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut txn = self.doc.transact_mut();
+            for (u, _) in rows {
+                let _ = txn.apply_update(u);
+            }
+        }));
+        if applied.is_err() {
+            self.needs_reload = true;
+            return false;
+        }
+        let diff = self.doc.transact().encode_state_as_update_v1(&before);
+        if diff.len() > 2 {
+            self.broadcast(&encode_update(&diff), None);
+        }
+        self.last_seq = self.last_seq.max(stored.last_seq);
+        true
+    }
+
+    /// Merges the stored CRDT values (while the bus is down, their states travel only through
+    /// the store) and relays the ones that changed.
+    async fn catch_up_values(&mut self) {
+        let Ok(Ok(rows)) =
+            tokio::time::timeout(COMMIT_TIMEOUT, self.shared.store.load_values(&self.name)).await
+        else {
+            return;
+        };
+        for row in rows {
+            let Ok(value) = plait_crdt::Value::decode(&row.state) else {
+                continue;
+            };
+            let before = self.values.get(&row.name).map(plait_crdt::Value::encode);
+            let update = plait_crdt::Update {
+                name: row.name,
+                value,
+            };
+            if self.values.merge_remote(&update, &mut self.hlc).is_ok()
+                && self.values.get(&update.name).map(plait_crdt::Value::encode) != before
+            {
+                self.fan_out_value(&update.name);
+            }
+        }
+    }
+
+    fn set_retry(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.retry = true;
+        }
+    }
+
+    /// On the room's tick: catch up from the store when the bus is down (every
+    /// `--bus-fallback-poll-ms`), after it reconnected, after a dropped message or a failed
+    /// catch-up, and every [`SAFETY_POLL`] regardless.
+    pub(crate) async fn bus_tick(&mut self, now: Instant) {
+        if self.needs_reload {
+            self.needs_reload = false;
+            self.reload().await;
+        }
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let bus = c.sub.bus.clone();
+        let epoch = bus.epoch();
+        let up = bus.is_up();
+        let since = now.saturating_duration_since(c.last_poll);
+        let reconnected = epoch != c.epoch;
+        let due = c.sub.take_missed()
+            || c.retry
+            || reconnected
+            || (!up && since >= bus.fallback_poll)
+            || since >= SAFETY_POLL;
+        if !due {
+            return;
+        }
+        c.epoch = epoch;
+        c.last_poll = now;
+        c.retry = false;
+        self.catch_up(None).await;
+        if !up || reconnected {
+            self.catch_up_values().await;
+        }
+        if reconnected {
+            // Whatever awareness went missing while the bus was down.
+            self.announce_awareness();
+            self.publish(&Outgoing::AwarenessQuery);
+        }
+    }
+}
