@@ -308,6 +308,57 @@ mod tests {
         }
     }
 
+    /// Fuzzing found it: a delete range whose end passes u32::MAX overflowed in yrs.
+    #[test]
+    fn clock_ranges_past_u32_are_refused() {
+        let mut update = vec![0, 1, 7, 1];
+        write_var(&mut update, u64::from(u32::MAX) - 1);
+        update.push(5);
+        assert_eq!(
+            decode(&encode_update(&update)),
+            Err(Error::IntegerOverflow("delete range"))
+        );
+        // A GC block ending past u32::MAX.
+        let mut update = vec![1, 1, 7];
+        write_var(&mut update, u64::from(u32::MAX) - 1);
+        update.push(0);
+        update.push(5);
+        update.push(0);
+        assert_eq!(
+            decode(&encode_update(&update)),
+            Err(Error::IntegerOverflow("struct clock"))
+        );
+    }
+
+    /// Fuzzing found it: info byte 0xc0 is content 0 (GC) to a five-bit reading but an item
+    /// with two origins to yrs, which then read an unchecked client id.
+    #[test]
+    fn block_kinds_are_read_as_yrs_reads_them() {
+        let crash = [
+            0x00, 0x01, 0x96, 0x00, 0x01, 0x01, 0x05, 0x0b, 0xc0, 0xff, 0x00, 0x00, 0xff, 0x91,
+            0x81, 0x81, 0x81, 0x81, 0x81, 0x3a, 0x81, 0x81, 0xff, 0x00, 0x08, 0x14,
+        ];
+        assert!(decode(&crash).is_err());
+    }
+
+    /// Fuzzing under AddressSanitizer found it: an update listing one client twice led yrs to
+    /// a use-after-free while integrating.
+    #[test]
+    fn a_client_listed_twice_is_refused() {
+        let crash = [
+            0x00, 0x01, 0x27, 0x06, 0x00, 0x5d, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01,
+            0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x11, 0x01, 0x01, 0x01, 0x01, 0x03, 0x01, 0x01,
+            0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x11, 0x01,
+            0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0xbd,
+        ];
+        assert!(decode(&crash).is_err());
+        let twice = [2, 0, 7, 0, 0, 7, 0, 0];
+        assert_eq!(
+            decode(&encode_update(&twice)),
+            Err(Error::Malformed("update lists a client twice"))
+        );
+    }
+
     #[test]
     fn deeply_nested_any_is_refused() {
         // One client, one struct: an item in root map "m" under key "k" whose Any content is

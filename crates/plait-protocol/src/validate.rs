@@ -49,13 +49,23 @@ pub fn update_v1(bytes: &[u8], max_depth: usize) -> Result<(), Error> {
     let mut r = Reader::new(bytes);
     // Every client section has at least three varuints (struct count, client, clock).
     let n_clients = r.read_count("update client", 3)?;
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..n_clients {
         // Every struct takes at least two bytes (an info byte and a length or content).
         let n_structs = r.read_count("struct", 2)?;
-        client(&mut r)?;
-        r.read_var_u32("struct clock")?;
+        // Yjs writes each client's structs once; yrs, given a client twice, builds block
+        // lists that its integration then reads after freeing (found by fuzzing under ASan).
+        if !seen.insert(client(&mut r)?) {
+            return Err(Error::Malformed("update lists a client twice"));
+        }
+        // Clocks are u32 in yrs, which adds block lengths to them unchecked (a debug-build
+        // panic, a silent wrap in release): the blocks of one client must end within u32.
+        let mut clock = u64::from(r.read_var_u32("struct clock")?);
         for _ in 0..n_structs {
-            block(&mut r, max_depth)?;
+            clock += block(&mut r, max_depth)?;
+            if clock > u64::from(u32::MAX) {
+                return Err(Error::IntegerOverflow("struct clock"));
+            }
         }
     }
     delete_set(&mut r)?;
@@ -65,12 +75,19 @@ pub fn update_v1(bytes: &[u8], max_depth: usize) -> Result<(), Error> {
 
 fn delete_set(r: &mut Reader<'_>) -> Result<(), Error> {
     let n_clients = r.read_count("delete set client", 2)?;
+    let mut seen = std::collections::HashSet::new();
     for _ in 0..n_clients {
-        client(r)?;
+        if !seen.insert(client(r)?) {
+            return Err(Error::Malformed("delete set lists a client twice"));
+        }
         let n_ranges = r.read_count("delete range", 2)?;
         for _ in 0..n_ranges {
-            r.read_var_u32("delete range clock")?;
-            r.read_var_u32("delete range length")?;
+            let start = r.read_var_u32("delete range clock")?;
+            let len = r.read_var_u32("delete range length")?;
+            // yrs computes the range end as `clock + len` in u32 (fuzzing found the overflow).
+            if start.checked_add(len).is_none() {
+                return Err(Error::IntegerOverflow("delete range"));
+            }
         }
     }
     Ok(())
@@ -80,23 +97,29 @@ const HAS_ORIGIN: u8 = 0x80;
 const HAS_RIGHT_ORIGIN: u8 = 0x40;
 const HAS_PARENT_SUB: u8 = 0x20;
 
-fn block(r: &mut Reader<'_>, max_depth: usize) -> Result<(), Error> {
+/// Checks one block and returns an upper bound of its clock length.
+fn block(r: &mut Reader<'_>, max_depth: usize) -> Result<u64, Error> {
     let info = r.read_u8()?;
-    match info & 0x1f {
+    // Dispatch exactly as yrs does (`decode_block`): GC and Skip are the whole info byte 0 and
+    // 10; anything else is an item whose content kind is the low four bits. Yjs writes the
+    // content kind in the low five bits, but never above 10, so valid input agrees; the
+    // agreement matters for hostile input, whose bytes yrs must read the way they were checked.
+    match info {
         // GC and Skip: a non-zero length.
         0 | 10 => {
-            if r.read_var_u32("block length")? == 0 {
+            let len = r.read_var_u32("block length")?;
+            if len == 0 {
                 return Err(Error::Malformed("empty block"));
             }
-            return Ok(());
+            return Ok(u64::from(len));
         }
-        1..=9 => {}
-        tag => {
+        _ if info & 0x10 != 0 || !(1..=9).contains(&(info & 0x0f)) => {
             return Err(Error::UnknownTag {
                 what: "content",
-                tag: u64::from(tag),
+                tag: u64::from(info),
             })
         }
+        _ => {}
     }
     if info & HAS_ORIGIN != 0 {
         id(r)?;
@@ -114,21 +137,23 @@ fn block(r: &mut Reader<'_>, max_depth: usize) -> Result<(), Error> {
             r.read_str("parent key")?;
         }
     }
-    content(r, info & 0x1f, max_depth)
+    content(r, info & 0x0f, max_depth)
 }
 
 fn id(r: &mut Reader<'_>) -> Result<(), Error> {
     client(r)?;
-    r.read_var_u32("id clock")?;
+    // yrs takes `clock + 1` of origins in places; keep clear of the edge.
+    if r.read_var_u32("id clock")? == u32::MAX {
+        return Err(Error::IntegerOverflow("id clock"));
+    }
     Ok(())
 }
 
-fn content(r: &mut Reader<'_>, tag: u8, max_depth: usize) -> Result<(), Error> {
-    match tag {
+/// Checks one item's content and returns an upper bound of its length in clock units.
+fn content(r: &mut Reader<'_>, tag: u8, max_depth: usize) -> Result<u64, Error> {
+    let len = match tag {
         // Deleted: a length.
-        1 => {
-            r.read_var_u32("deleted length")?;
-        }
+        1 => u64::from(r.read_var_u32("deleted length")?),
         // JSON (legacy; Yjs writes `Any` today): a count of JSON strings. yrs 0.28 reads one
         // string more than the count says (`while remaining >= 0`), so walk it the way yrs
         // will: a scan that disagreed with yrs about where the delete set starts would let
@@ -138,50 +163,59 @@ fn content(r: &mut Reader<'_>, tag: u8, max_depth: usize) -> Result<(), Error> {
             for _ in 0..=n {
                 json_depth(r.read_str("json content")?, max_depth)?;
             }
+            n + 1
         }
         // Binary.
         3 => {
             r.read_buf()?;
+            1
         }
-        // String.
-        4 => {
-            r.read_str("string content")?;
-        }
+        // String: its length counts UTF-16 units, never more than its UTF-8 bytes.
+        4 => r.read_str("string content")?.len() as u64,
         // Embed: one JSON string.
-        5 => json_depth(r.read_str("embed")?, max_depth)?,
+        5 => {
+            json_depth(r.read_str("embed")?, max_depth)?;
+            1
+        }
         // Format: a key and a JSON value.
         6 => {
             r.read_str("format key")?;
             json_depth(r.read_str("format value")?, max_depth)?;
+            1
         }
         // Type: a type ref, and a name for XML elements.
-        7 => match r.read_u8()? {
-            3 => {
-                r.read_str("xml element name")?;
+        7 => {
+            match r.read_u8()? {
+                3 => {
+                    r.read_str("xml element name")?;
+                }
+                0..=6 | 9 | 15 => {}
+                other => {
+                    return Err(Error::UnknownTag {
+                        what: "type ref",
+                        tag: u64::from(other),
+                    })
+                }
             }
-            0..=6 | 9 | 15 => {}
-            other => {
-                return Err(Error::UnknownTag {
-                    what: "type ref",
-                    tag: u64::from(other),
-                })
-            }
-        },
+            1
+        }
         // Any: a count of `Any` values.
         8 => {
             let n = r.read_count("any content", 1)?;
             for _ in 0..n {
                 any(r, max_depth)?;
             }
+            n
         }
         // Doc: a guid and an options `Any`.
         9 => {
             r.read_str("subdocument guid")?;
             any(r, max_depth)?;
+            1
         }
         _ => unreachable!("content tags are filtered by the caller"),
-    }
-    Ok(())
+    };
+    Ok(len)
 }
 
 /// Walks one lib0 `Any` value without recursion, bounding its depth.
