@@ -164,13 +164,7 @@ async fn an_update_is_committed_before_anyone_receives_it() {
 async fn rooms_survive_a_restart_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.db");
-    let open = || async {
-        Arc::new(
-            SqliteStore::open(path.to_str().unwrap(), SyncMode::Full)
-                .await
-                .unwrap(),
-        ) as Arc<dyn Store>
-    };
+    let open = || support::sqlite_store(&path);
     let server = TestServer::start_with(open().await, |c| c.compact_after_updates = 10).await;
     let a = TestClient::connect(&server.url("r")).await;
     let mut expected = String::new();

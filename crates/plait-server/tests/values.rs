@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use plait_crdt::{Action, Op};
-use plait_store::{MemoryStore, SqliteStore, Store, SyncMode};
+use plait_store::{MemoryStore, Store};
 use serde_json::json;
 use support::{TestClient, TestServer};
 
@@ -191,13 +191,7 @@ async fn a_client_an_hour_ahead_is_refused_and_nothing_is_stored() {
 async fn values_survive_a_restart_and_an_idle_unload() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("values.db");
-    let open = || async {
-        Arc::new(
-            SqliteStore::open(path.to_str().unwrap(), SyncMode::Full)
-                .await
-                .unwrap(),
-        ) as Arc<dyn Store>
-    };
+    let open = || support::sqlite_store(&path);
     let server = TestServer::start_with(open().await, |c| c.room_idle_ms = 100).await;
     let client = TestClient::connect_values(&server, "keep").await;
     for _ in 0..5 {

@@ -25,6 +25,15 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 /// How long any wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A SQLite store in `path` (reopening the same path finds what an earlier store wrote).
+pub async fn sqlite_store(path: &std::path::Path) -> Arc<dyn plait_store::Store> {
+    Arc::new(
+        plait_store::SqliteStore::open(path.to_str().unwrap(), plait_store::SyncMode::Full)
+            .await
+            .unwrap(),
+    )
+}
+
 /// A server running in this process on an ephemeral port.
 pub struct TestServer {
     pub addr: SocketAddr,
