@@ -359,6 +359,21 @@ mod tests {
         );
     }
 
+    /// Fuzzing under LeakSanitizer found that yrs leaks each subdocument it decodes.
+    #[test]
+    fn subdocument_content_is_refused() {
+        // One item in root map "m" under key "k" whose content is a subdocument (content 9).
+        let mut update = vec![1, 1, 7, 0, 9 | 0x20, 1];
+        write_str(&mut update, "m");
+        write_str(&mut update, "k");
+        write_str(&mut update, "guid");
+        update.extend_from_slice(&[118, 0, 0]);
+        assert_eq!(
+            decode(&encode_update(&update)),
+            Err(Error::Unsupported("subdocument content"))
+        );
+    }
+
     #[test]
     fn deeply_nested_any_is_refused() {
         // One client, one struct: an item in root map "m" under key "k" whose Any content is
