@@ -14,6 +14,7 @@ mod error;
 mod group;
 pub mod memory;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;

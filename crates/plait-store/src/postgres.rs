@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use crate::group::{AppendRequest, GroupCommit, GroupWriter};
+use crate::rows::{self, to_u64};
 use crate::{
     now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
     StoredRoom, StoredValue,
@@ -99,10 +100,6 @@ impl PgStore {
     }
 }
 
-fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
-    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
@@ -123,15 +120,7 @@ impl Store for PgStore {
         .bind(room)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|row| -> Result<Snapshot, Error> {
-            Ok(Snapshot {
-                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
-                kind: SnapshotKind::parse(row.get("kind"))?,
-                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
-                created_at_ms: row.get("created_at_ms"),
-            })
-        })
+        .map(|row| rows::snapshot(&row))
         .transpose()?;
         let after = snapshot.as_ref().map_or(0, |s| s.up_to_seq as i64);
         let updates =
@@ -141,12 +130,7 @@ impl Store for PgStore {
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
-                .map(|row| {
-                    Ok(LoggedUpdate {
-                        seq: to_u64(row.get("seq"), "update seq")?,
-                        data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                    })
-                })
+                .map(|row| rows::logged_update(&row))
                 .collect::<Result<Vec<_>, Error>>()?;
         tx.commit().await?;
         Ok(StoredRoom {
@@ -231,15 +215,7 @@ impl Store for PgStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .map(|row| {
-            Ok(Snapshot {
-                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
-                kind: SnapshotKind::parse(row.get("kind"))?,
-                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
-                created_at_ms: row.get("created_at_ms"),
-            })
-        })
+        .map(|row| rows::snapshot(&row))
         .transpose()
     }
 
@@ -259,12 +235,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?
         .into_iter()
-        .map(|row| {
-            Ok(LoggedUpdate {
-                seq: to_u64(row.get("seq"), "update seq")?,
-                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-            })
-        })
+        .map(|row| rows::logged_update(&row))
         .collect()
     }
 

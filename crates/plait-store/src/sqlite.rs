@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::group::{AppendRequest, GroupCommit, GroupWriter};
+use crate::rows::{self, to_u64};
 use crate::{
     now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
     StoredRoom, StoredValue, SyncMode,
@@ -123,10 +124,6 @@ impl SqliteStore {
     }
 }
 
-fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
-    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
@@ -146,15 +143,7 @@ impl Store for SqliteStore {
             .bind(room)
             .fetch_optional(&mut *conn)
             .await?
-            .map(|row| -> Result<Snapshot, Error> {
-                Ok(Snapshot {
-                    up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
-                    kind: SnapshotKind::parse(row.get("kind"))?,
-                    data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                    state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
-                    created_at_ms: row.get("created_at_ms"),
-                })
-            })
+            .map(|row| rows::snapshot(&row))
             .transpose()?;
             let after = snapshot.as_ref().map_or(0, |s| s.up_to_seq as i64);
             let updates = sqlx::query(
@@ -165,12 +154,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *conn)
             .await?
             .into_iter()
-            .map(|row| {
-                Ok(LoggedUpdate {
-                    seq: to_u64(row.get("seq"), "update seq")?,
-                    data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                })
-            })
+            .map(|row| rows::logged_update(&row))
             .collect::<Result<Vec<_>, Error>>()?;
             Ok::<_, Error>(StoredRoom {
                 snapshot,
@@ -257,15 +241,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.reader)
         .await?
-        .map(|row| {
-            Ok(Snapshot {
-                up_to_seq: to_u64(row.get("up_to_seq"), "snapshot seq")?,
-                kind: SnapshotKind::parse(row.get("kind"))?,
-                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-                state_vector: Bytes::from(row.get::<Vec<u8>, _>("state_vector")),
-                created_at_ms: row.get("created_at_ms"),
-            })
-        })
+        .map(|row| rows::snapshot(&row))
         .transpose()
     }
 
@@ -285,12 +261,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .into_iter()
-        .map(|row| {
-            Ok(LoggedUpdate {
-                seq: to_u64(row.get("seq"), "update seq")?,
-                data: Bytes::from(row.get::<Vec<u8>, _>("data")),
-            })
-        })
+        .map(|row| rows::logged_update(&row))
         .collect()
     }
 

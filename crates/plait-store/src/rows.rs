@@ -1,0 +1,44 @@
+//! Row decoding shared by the SQL stores: both name the same columns, only the database
+//! differs. `try_get` turns a column of an unexpected type into an error, never a panic.
+
+use bytes::Bytes;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{Error, LoggedUpdate, Snapshot, SnapshotKind};
+
+/// A stored integer that must not be negative.
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
+}
+
+/// A snapshot from `up_to_seq, kind, data, state_vector, created_at_ms`.
+pub(crate) fn snapshot<R>(row: &R) -> Result<Snapshot, Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Snapshot {
+        up_to_seq: to_u64(row.try_get("up_to_seq")?, "snapshot seq")?,
+        kind: SnapshotKind::parse(&row.try_get::<String, _>("kind")?)?,
+        data: Bytes::from(row.try_get::<Vec<u8>, _>("data")?),
+        state_vector: Bytes::from(row.try_get::<Vec<u8>, _>("state_vector")?),
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// A log entry from `seq, data`.
+pub(crate) fn logged_update<R>(row: &R) -> Result<LoggedUpdate, Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(LoggedUpdate {
+        seq: to_u64(row.try_get("seq")?, "update seq")?,
+        data: Bytes::from(row.try_get::<Vec<u8>, _>("data")?),
+    })
+}
