@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
-use plait_server::docs;
+use plait_server::snapshot_file::{self, Format, SnapshotFile};
+use plait_server::stored_values::{self, ValuesOutcome};
+use plait_server::{admin, docs};
 use plait_store::{Snapshot, SnapshotKind, Store, StoreOptions};
 
 /// Where the commands act: a running server, or else the store.
@@ -51,6 +53,18 @@ impl Api {
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
+        let resp = self.send(method, path, body)?;
+        let mut out = Vec::new();
+        resp.into_reader().read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<ureq::Response> {
         let req = self
             .agent
             .request(method, &self.url(path))
@@ -60,11 +74,7 @@ impl Api {
             None => req.call(),
         };
         match result {
-            Ok(resp) => {
-                let mut out = Vec::new();
-                resp.into_reader().read_to_end(&mut out)?;
-                Ok(out)
-            }
+            Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(code, resp)) => {
                 let text = resp.into_string().unwrap_or_default();
                 let msg = serde_json::from_str::<serde_json::Value>(&text)
@@ -234,55 +244,261 @@ pub(crate) async fn inspect(
     Ok(())
 }
 
-/// `plait export ROOM -o FILE`.
-pub(crate) async fn export(target: &Target, room: &str, file: &PathBuf) -> anyhow::Result<usize> {
-    let bytes = match target.resolve().await? {
+/// The `--format` of an exported file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FileFormat {
+    /// A plait snapshot file: the document and the CRDT values (import and restore read it).
+    Plait,
+    /// One Yjs v1 update, the document alone (`Y.applyUpdate` loads it).
+    Yjs,
+}
+
+impl From<FileFormat> for Format {
+    fn from(f: FileFormat) -> Format {
+        match f {
+            FileFormat::Plait => Format::Plait,
+            FileFormat::Yjs => Format::Yjs,
+        }
+    }
+}
+
+/// What `plait export` wrote.
+#[derive(Debug)]
+pub(crate) struct Exported {
+    /// Bytes written.
+    pub(crate) bytes: usize,
+    /// The CRDT values the room (or restore point) holds, written or not.
+    pub(crate) values: usize,
+    /// The restore point reached, for an export at a time.
+    pub(crate) point: Option<i64>,
+    /// Why values are missing, when they are unknown.
+    pub(crate) note: Option<String>,
+}
+
+impl Exported {
+    /// Lines for stderr: what was written, and what was left out.
+    pub(crate) fn describe(&self, file: &std::path::Path, format: FileFormat) -> Vec<String> {
+        let mut lines = vec![match format {
+            FileFormat::Plait => format!(
+                "wrote {} bytes to {} (plait snapshot: the document and {} CRDT value(s))",
+                self.bytes,
+                file.display(),
+                self.values
+            ),
+            FileFormat::Yjs => format!(
+                "wrote {} bytes to {} (one Yjs v1 update)",
+                self.bytes,
+                file.display()
+            ),
+        }];
+        if let Some(p) = self.point {
+            lines.push(format!("content as of the restore point {}", ms_to_text(p)));
+        }
+        if format == FileFormat::Yjs && self.values > 0 {
+            lines.push(format!(
+                "note: the room's {} CRDT value(s) were left out: --format yjs writes the document alone (the default format keeps them)",
+                self.values
+            ));
+        }
+        if let Some(note) = &self.note {
+            lines.push(format!("note: {note}: the file holds no values"));
+        }
+        lines
+    }
+}
+
+/// `plait export ROOM -o FILE [--format F]`, and `plait restore ROOM --at T --to-file FILE`
+/// (`at`: the content at that time).
+pub(crate) async fn export(
+    target: &Target,
+    room: &str,
+    file: &PathBuf,
+    format: FileFormat,
+    at: Option<i64>,
+) -> anyhow::Result<Exported> {
+    let (bytes, values, point, note) = match target.resolve().await? {
         Via::Server(api) => {
-            let path = format!("/api/admin/rooms/{}/export", encode(room));
-            blocking(move || api.call("GET", &path, None)).await?
+            let mut path = format!(
+                "/api/admin/rooms/{}/export?format={}",
+                encode(room),
+                Format::from(format).as_str()
+            );
+            if let Some(at) = at {
+                path.push_str(&format!("&at={at}"));
+            }
+            blocking(move || {
+                let resp = api.send("GET", &path, None)?;
+                let header = |name: &str| resp.header(name).map(str::to_owned);
+                let values = header(admin::VALUES_HEADER).and_then(|v| v.parse().ok());
+                let point = header(admin::POINT_HEADER).and_then(|v| v.parse().ok());
+                let note = header(admin::NOTE_HEADER);
+                let mut bytes = Vec::new();
+                resp.into_reader().read_to_end(&mut bytes)?;
+                Ok((bytes, values.unwrap_or(0), point, note))
+            })
+            .await?
         }
         Via::Store(store) => {
-            let stored = load_existing(store.as_ref(), room).await?;
-            docs::encode_state(&docs::doc_from_stored(&stored).0)
+            let (file, point, note) = match at {
+                Some(at) => {
+                    let past = admin::state_at(store.as_ref(), room, at)
+                        .await
+                        .map_err(|e| anyhow!(e))?;
+                    let (values, note) = match past.values {
+                        Ok(values) => (values, None),
+                        Err(why) => (Vec::new(), Some(why)),
+                    };
+                    let file = SnapshotFile {
+                        update: past.update,
+                        values,
+                    };
+                    (file, Some(past.point_ms), note)
+                }
+                None => {
+                    let rows = store.load_values(room).await?;
+                    let stored = store.load_room(room).await?;
+                    if stored.last_seq == 0 && stored.snapshot.is_none() && rows.is_empty() {
+                        bail!("no room named {room:?} in the store");
+                    }
+                    let (values, skipped) = stored_values::from_rows(&rows);
+                    for s in skipped {
+                        eprintln!("warning: {s}");
+                    }
+                    let file = SnapshotFile {
+                        update: docs::encode_state(&docs::doc_from_stored(&stored).0),
+                        values: stored_values::named(&values),
+                    };
+                    (file, None, None)
+                }
+            };
+            (file.encode(format.into()), file.values.len(), point, note)
         }
     };
     // Write to a temporary file first so a failure never leaves half a file behind.
     let tmp = file.with_extension("partial");
     std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
-    Ok(bytes.len())
+    Ok(Exported {
+        bytes: bytes.len(),
+        values,
+        point,
+        note,
+    })
 }
 
-fn read_update(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+/// Reads a room file: a plait snapshot file, or a bare Yjs v1 update.
+fn read_file(file: &PathBuf) -> anyhow::Result<(SnapshotFile, Format, Vec<u8>)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    docs::doc_from_update(&bytes).with_context(|| {
-        format!(
-            "{} is not a Yjs v1 update (as Y.encodeStateAsUpdate writes)",
+    match SnapshotFile::read(&bytes) {
+        Ok((parsed, format)) => Ok((parsed, format, bytes)),
+        Err(e) if snapshot_file::is_snapshot_file(&bytes) => {
+            Err(anyhow!(e).context(format!("{} is a broken plait snapshot file", file.display())))
+        }
+        Err(e) => Err(anyhow!(e).context(format!(
+            "{} is not a Yjs v1 update (as Y.encodeStateAsUpdate writes) nor a plait snapshot file (as plait export writes)",
             file.display()
-        )
-    })?;
-    Ok(bytes)
+        ))),
+    }
 }
 
-/// `plait import ROOM FILE`: merges the file's content into the room.
-pub(crate) async fn import(target: &Target, room: &str, file: &PathBuf) -> anyhow::Result<bool> {
-    let bytes = read_update(file)?;
+/// What an import or a restore did.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Whether anything changed.
+    pub(crate) changed: bool,
+    /// The restore point reached (restore at a time).
+    pub(crate) point: Option<i64>,
+    /// What happened to the values.
+    pub(crate) values: ValuesOutcome,
+}
+
+impl Changes {
+    fn from_json(v: &serde_json::Value) -> Self {
+        let strings = |key: &str| -> Vec<String> {
+            v[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Changes {
+            changed: v["changed"].as_bool().unwrap_or(false),
+            point: v["restored_point_ms"].as_i64(),
+            values: ValuesOutcome {
+                changed: strings("values_changed"),
+                notes: strings("notes"),
+            },
+        }
+    }
+
+    /// Lines for stderr after the command's own first line.
+    pub(crate) fn value_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.values.changed.is_empty() {
+            lines.push(format!(
+                "values changed: {}",
+                self.values.changed.join(", ")
+            ));
+        }
+        lines.extend(self.values.notes.iter().map(|n| format!("note: {n}")));
+        lines
+    }
+}
+
+/// Merges `incoming` values into the stored ones of `room` (no server: the store directly),
+/// with `change` deciding what to merge; stores what changed with the CRDT merge.
+async fn change_stored_values(
+    store: &dyn Store,
+    room: &str,
+    change: impl FnOnce(&stored_values::RoomValues) -> Vec<stored_values::ValueUpdate>,
+) -> anyhow::Result<ValuesOutcome> {
+    let (mut values, skipped) = stored_values::from_rows(&store.load_values(room).await?);
+    let incoming = change(&values);
+    let (mut outcome, _) =
+        stored_values::merge_updates(&mut values, incoming, |values, update| values.merge(update));
+    if !outcome.changed.is_empty() {
+        let rows = stored_values::to_rows(
+            outcome
+                .changed
+                .iter()
+                .filter_map(|n| values.get(n).map(|v| (n.as_str(), v))),
+        );
+        store
+            .put_values(room, &rows, &stored_values::merge_stored)
+            .await?;
+    }
+    outcome.notes.extend(skipped);
+    Ok(outcome)
+}
+
+/// `plait import ROOM FILE`: merges the file's content (and values) into the room.
+pub(crate) async fn import(target: &Target, room: &str, file: &PathBuf) -> anyhow::Result<Changes> {
+    let (parsed, _, bytes) = read_file(file)?;
     match target.resolve().await? {
         Via::Server(api) => {
             let path = format!("/api/admin/rooms/{}/import", encode(room));
             let v = blocking(move || api.json("POST", &path, Some(&bytes))).await?;
-            Ok(v["changed"].as_bool().unwrap_or(false))
+            Ok(Changes::from_json(&v))
         }
         Via::Store(store) => {
+            let incoming = stored_values::updates(parsed.values);
+            let values = change_stored_values(store.as_ref(), room, |_| incoming).await?;
             let stored = store.load_room(room).await?;
             let (doc, _) = docs::doc_from_stored(&stored);
             let before = yrs::ReadTxn::state_vector(&yrs::Transact::transact(&doc));
-            docs::apply(&doc, &bytes)?;
-            let changed = yrs::ReadTxn::state_vector(&yrs::Transact::transact(&doc)) != before;
-            if changed {
-                store.append_updates(room, &[bytes.into()]).await?;
+            docs::apply(&doc, &parsed.update)?;
+            let document = yrs::ReadTxn::state_vector(&yrs::Transact::transact(&doc)) != before;
+            if document {
+                store.append_updates(room, &[parsed.update.into()]).await?;
             }
-            Ok(changed)
+            Ok(Changes {
+                changed: document || !values.changed.is_empty(),
+                point: None,
+                values,
+            })
         }
     }
 }
@@ -349,14 +565,15 @@ pub(crate) enum RestoreFrom {
     Time(i64),
 }
 
-/// `plait restore ROOM --from FILE | --at TIME`: a forward edit to that content.
+/// `plait restore ROOM --from FILE | --at TIME`: a forward edit to that content, and the values
+/// set back (see `stored_values::restore_updates`).
 pub(crate) async fn restore(
     target: &Target,
     room: &str,
     from: RestoreFrom,
-) -> anyhow::Result<String> {
-    let file_state = match &from {
-        RestoreFrom::File(f) => Some(read_update(f)?),
+) -> anyhow::Result<Changes> {
+    let file = match &from {
+        RestoreFrom::File(f) => Some(read_file(f)?),
         RestoreFrom::Time(_) => None,
     };
     match target.resolve().await? {
@@ -367,48 +584,80 @@ pub(crate) async fn restore(
                 }
                 RestoreFrom::File(_) => format!("/api/admin/rooms/{}/restore", encode(room)),
             };
-            let v = blocking(move || api.json("POST", &path, file_state.as_deref())).await?;
-            Ok(describe_restore(
-                v["changed"].as_bool().unwrap_or(false),
-                v["restored_point_ms"].as_i64(),
-            ))
+            let body = file.map(|(_, _, bytes)| bytes);
+            let v = blocking(move || api.json("POST", &path, body.as_deref())).await?;
+            Ok(Changes::from_json(&v))
         }
         Via::Store(store) => {
             let stored = load_existing(store.as_ref(), room).await?;
-            let (state, point) = match (file_state, &from) {
-                (Some(s), _) => (s, None),
+            let (state, past_values, point) = match (file, &from) {
+                (Some((parsed, Format::Plait, _)), _) => (parsed.update, Ok(parsed.values), None),
+                (Some((parsed, Format::Yjs, _)), _) => (
+                    parsed.update,
+                    Err("the file is a bare Yjs update and holds no CRDT values".to_owned()),
+                    None,
+                ),
                 (None, RestoreFrom::Time(at)) => {
-                    let (s, p) = plait_server::admin::state_at(store.as_ref(), room, *at)
+                    let past = admin::state_at(store.as_ref(), room, *at)
                         .await
                         .map_err(|e| anyhow!(e))?;
-                    (s, Some(p))
+                    (past.update, past.values, Some(past.point_ms))
                 }
                 (None, RestoreFrom::File(_)) => unreachable!("read above"),
             };
+            let values = match past_values {
+                Ok(past) => {
+                    let mut notes = Vec::new();
+                    let mut outcome = change_stored_values(store.as_ref(), room, |current| {
+                        let mut hlc = stored_values::offline_hlc(current);
+                        let (updates, restore_notes) =
+                            stored_values::restore_updates(current, &past, &mut hlc);
+                        notes = restore_notes;
+                        updates
+                    })
+                    .await?;
+                    notes.append(&mut outcome.notes);
+                    outcome.notes = notes;
+                    outcome
+                }
+                Err(why) if !store.load_values(room).await?.is_empty() => ValuesOutcome {
+                    changed: Vec::new(),
+                    notes: vec![format!("{why}: the values were left as they are")],
+                },
+                Err(_) => ValuesOutcome::default(),
+            };
             let (current, _) = docs::doc_from_stored(&stored);
             let target_doc = docs::doc_from_update(&state)?;
-            let changed = match docs::restore_edit(&current, &target_doc) {
+            let document = match docs::restore_edit(&current, &target_doc) {
                 Some(edit) => {
                     store.append_updates(room, &[edit.into()]).await?;
                     true
                 }
                 None => false,
             };
-            Ok(describe_restore(changed, point))
+            Ok(Changes {
+                changed: document || !values.changed.is_empty(),
+                point,
+                values,
+            })
         }
     }
 }
 
-fn describe_restore(changed: bool, point: Option<i64>) -> String {
-    let what = if changed {
+/// Lines for stderr describing a restore.
+pub(crate) fn describe_restore(changes: &Changes) -> Vec<String> {
+    let what = if changes.changed {
         "restored"
     } else {
         "already at that content; nothing changed"
     };
-    match point {
+    let first = match changes.point {
         Some(p) => format!("{what} (restore point {})", ms_to_text(p)),
         None => what.to_owned(),
-    }
+    };
+    std::iter::once(first)
+        .chain(changes.value_lines())
+        .collect()
 }
 
 /// `plait compact [ROOM]`.
@@ -460,10 +709,11 @@ pub(crate) async fn compact(target: &Target, room: Option<&str>) -> anyhow::Resu
             for name in &names {
                 let stored = load_existing(store.as_ref(), name).await?;
                 let (doc, _) = docs::doc_from_stored(&stored);
+                let values = encoded_values(store.as_ref(), name).await?;
                 store
                     .write_snapshot(
                         name,
-                        &snapshot_of(&doc, stored.last_seq, SnapshotKind::Compaction),
+                        &snapshot_of(&doc, stored.last_seq, SnapshotKind::Compaction, values),
                     )
                     .await?;
             }
@@ -472,7 +722,13 @@ pub(crate) async fn compact(target: &Target, room: Option<&str>) -> anyhow::Resu
     }
 }
 
-fn snapshot_of(doc: &yrs::Doc, up_to_seq: u64, kind: SnapshotKind) -> Snapshot {
+/// The stored values of `room` in the snapshot encoding (rows that do not decode left out).
+async fn encoded_values(store: &dyn Store, room: &str) -> anyhow::Result<Vec<u8>> {
+    let (values, _) = stored_values::from_rows(&store.load_values(room).await?);
+    Ok(snapshot_file::encode_values(values.iter()))
+}
+
+fn snapshot_of(doc: &yrs::Doc, up_to_seq: u64, kind: SnapshotKind, values: Vec<u8>) -> Snapshot {
     use yrs::updates::encoder::Encode;
     let sv = yrs::ReadTxn::state_vector(&yrs::Transact::transact(doc)).encode_v1();
     Snapshot {
@@ -481,6 +737,7 @@ fn snapshot_of(doc: &yrs::Doc, up_to_seq: u64, kind: SnapshotKind) -> Snapshot {
         data: docs::encode_state(doc).into(),
         state_vector: sv.into(),
         created_at_ms: plait_store::now_ms(),
+        values: Some(values.into()),
     }
 }
 
@@ -516,9 +773,10 @@ pub(crate) async fn migrate(from: &str, to: &str, out: &mut impl Write) -> anyho
                     dest.write_snapshot(&r.name, &s).await?;
                 }
             }
+            let values = encoded_values(source.as_ref(), &r.name).await?;
             dest.write_snapshot(
                 &r.name,
-                &snapshot_of(&doc, stored.last_seq, SnapshotKind::Compaction),
+                &snapshot_of(&doc, stored.last_seq, SnapshotKind::Compaction, values),
             )
             .await?;
         } else {
@@ -526,15 +784,34 @@ pub(crate) async fn migrate(from: &str, to: &str, out: &mut impl Write) -> anyho
             dest.append_updates(&r.name, &[docs::encode_state(&doc).into()])
                 .await?;
         }
+        // Values merge with any the destination already holds (so migrating twice changes
+        // nothing, and counters never double).
         let values = source.load_values(&r.name).await?;
         if !values.is_empty() {
-            dest.put_values(&r.name, &values).await?;
+            dest.put_values(&r.name, &values, &stored_values::merge_stored)
+                .await?;
         }
         let (copied, _) = docs::doc_from_stored(&dest.load_room(&r.name).await?);
         let have = yrs::ReadTxn::state_vector(&yrs::Transact::transact(&copied));
         let need = yrs::ReadTxn::state_vector(&yrs::Transact::transact(&doc));
         if !need.iter().all(|(c, clock)| have.get(c) >= *clock) {
             bail!("room {:?} did not verify after copying (state vectors differ); the source is untouched", r.name);
+        }
+        // Every source value must be contained in the destination's (merging it in changes
+        // nothing).
+        let (want, _) = stored_values::from_rows(&values);
+        let (mut got, _) = stored_values::from_rows(&dest.load_values(&r.name).await?);
+        let (missing, _) = stored_values::merge_updates(
+            &mut got,
+            stored_values::updates(stored_values::named(&want)),
+            |values, update| values.merge(update),
+        );
+        if !missing.changed.is_empty() || !missing.notes.is_empty() {
+            bail!(
+                "room {:?} did not verify after copying (values differ: {}); the source is untouched",
+                r.name,
+                missing.changed.iter().chain(&missing.notes).cloned().collect::<Vec<_>>().join(", ")
+            );
         }
         writeln!(out, "{}: copied and verified", r.name)?;
     }

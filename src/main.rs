@@ -39,17 +39,22 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
-    /// Write a room's document to a file as one Yjs v1 update (`Y.applyUpdate` loads it).
+    /// Write a room to a file: its document and CRDT values as a plait snapshot file, or with
+    /// `--format yjs` the document alone as one Yjs v1 update (`Y.applyUpdate` loads it).
     Export {
         /// The room name.
         room: String,
         /// The file to write.
         #[arg(short, long)]
         output: PathBuf,
+        /// What to write.
+        #[arg(long, value_enum, default_value = "plait")]
+        format: cli::FileFormat,
         #[command(flatten)]
         target: cli::Target,
     },
-    /// Merge a Yjs v1 update from a file (e.g. `Y.encodeStateAsUpdate`) into a room.
+    /// Merge a file into a room: a plait snapshot file (`plait export`; its values are merged
+    /// too, so importing twice changes nothing) or a Yjs v1 update (`Y.encodeStateAsUpdate`).
     Import {
         /// The room name (created if it does not exist).
         room: String,
@@ -66,16 +71,21 @@ enum Command {
         target: cli::Target,
     },
     /// Restore a room's content from a file or as it was at a past time, as a new edit that
-    /// connected clients merge.
+    /// connected clients merge; CRDT values are set back too where they can be (registers
+    /// written again, PN-Counters adjusted; G-Counters never go down).
     Restore {
         /// The room name.
         room: String,
-        /// A Yjs v1 update holding the content to restore.
-        #[arg(long, conflicts_with = "at", required_unless_present = "at")]
+        /// A plait snapshot file or a Yjs v1 update holding the content to restore.
+        #[arg(long, conflicts_with_all = ["at", "to_file"], required_unless_present = "at")]
         from: Option<PathBuf>,
         /// A time (2026-11-23T17:00:00Z) or how long ago (15m, 2h, 3days).
         #[arg(long)]
         at: Option<String>,
+        /// Write the content at --at to this file (a plait snapshot file) instead of
+        /// restoring the room.
+        #[arg(long, requires = "at")]
+        to_file: Option<PathBuf>,
         #[command(flatten)]
         target: cli::Target,
     },
@@ -131,22 +141,28 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
             Command::Export {
                 room,
                 output,
+                format,
                 target,
             } => {
-                let n = cli::export(&target, &room, &output).await?;
-                eprintln!("wrote {n} bytes to {}", output.display());
+                let done = cli::export(&target, &room, &output, format, None).await?;
+                for line in done.describe(&output, format) {
+                    eprintln!("{line}");
+                }
                 Ok(())
             }
             Command::Import { room, file, target } => {
-                let changed = cli::import(&target, &room, &file).await?;
+                let changes = cli::import(&target, &room, &file).await?;
                 eprintln!(
                     "{}",
-                    if changed {
+                    if changes.changed {
                         "imported"
                     } else {
                         "nothing new: the room already had all of it"
                     }
                 );
+                for line in changes.value_lines() {
+                    eprintln!("{line}");
+                }
                 Ok(())
             }
             Command::History { room, target } => cli::history(&target, &room, &mut out).await,
@@ -154,6 +170,7 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
                 room,
                 from,
                 at,
+                to_file,
                 target,
             } => {
                 let from = match (from, at) {
@@ -161,7 +178,18 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
                     (None, Some(at)) => cli::RestoreFrom::Time(cli::parse_time(&at)?),
                     (None, None) => unreachable!("clap requires one"),
                 };
-                eprintln!("{}", cli::restore(&target, &room, from).await?);
+                let lines = match (from, to_file) {
+                    (cli::RestoreFrom::Time(at), Some(file)) => {
+                        let format = cli::FileFormat::Plait;
+                        cli::export(&target, &room, &file, format, Some(at))
+                            .await?
+                            .describe(&file, format)
+                    }
+                    (from, _) => cli::describe_restore(&cli::restore(&target, &room, from).await?),
+                };
+                for line in lines {
+                    eprintln!("{line}");
+                }
                 Ok(())
             }
             Command::Compact { room, target } => {

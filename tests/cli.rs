@@ -211,6 +211,20 @@ async fn migrate_sqlite_to_postgres_copies_and_verifies_every_room() {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}/plait.db", dir.path().display());
     let server = binary::Server::start(&sqlite, &[]).await;
+    // Values: a counter and a register in one room.
+    for (method, path, body) in [
+        ("POST", "counters/likes", serde_json::json!({"add": 3})),
+        (
+            "PUT",
+            "registers/title",
+            serde_json::json!({"value": {"text": "Alpha"}}),
+        ),
+    ] {
+        let (status, body) = server
+            .json(method, &format!("/api/rooms/alpha/{path}"), Some(body))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
     let mut expected = Vec::new();
     for room in ["alpha", "beta/with slash", "gamma"] {
         let c = TestClient::connect(&server.url(&room.replace(' ', "%20"))).await;
@@ -226,12 +240,18 @@ async fn migrate_sqlite_to_postgres_copies_and_verifies_every_room() {
         &[],
     ));
     assert_eq!(out.matches("copied and verified").count(), 3, "{out}");
-    // The same rooms, served from PostgreSQL.
+    // The same rooms, served from PostgreSQL, with their values.
     let server = binary::Server::start(&pg_url, &[]).await;
     for (room, text) in &expected {
         let c = TestClient::connect(&server.url(&room.replace(' ', "%20"))).await;
         assert_eq!(&c.text(), text, "{room}");
     }
+    let alpha_values = serde_json::json!({
+        "likes": {"kind": "gcounter", "value": 3},
+        "title": {"kind": "lww", "value": {"text": "Alpha"}},
+    });
+    let (_, values) = server.json("GET", "/api/rooms/alpha/values", None).await;
+    assert_eq!(values, alpha_values);
     server.kill();
     // Migrating again merges into the existing rooms and changes nothing.
     ok(&plait(
@@ -242,6 +262,11 @@ async fn migrate_sqlite_to_postgres_copies_and_verifies_every_room() {
     let json: serde_json::Value =
         serde_json::from_str(&ok(&plait(&["inspect", "alpha"], &env))).unwrap();
     assert_eq!(json["t"], "content of alpha");
+    // ... and the counter did not double: values merge.
+    let server = binary::Server::start(&pg_url, &[]).await;
+    let (_, values) = server.json("GET", "/api/rooms/alpha/values", None).await;
+    assert_eq!(values, alpha_values);
+    server.kill();
     fails(
         &plait(
             &[
@@ -254,5 +279,208 @@ async fn migrate_sqlite_to_postgres_copies_and_verifies_every_room() {
             &[],
         ),
         "opening postgres://nobody@127.0.0.1:1/x",
+    );
+}
+
+/// Sets `title` (a register), `score` (a PN-Counter, by `score`) and `likes` (a G-Counter, by
+/// `likes`) in `room` through a running server.
+async fn set_values(server: &binary::Server, room: &str, title: &str, score: i64, likes: u64) {
+    for (method, path, body) in [
+        (
+            "PUT",
+            "registers/title",
+            serde_json::json!({ "value": title }),
+        ),
+        (
+            "POST",
+            "counters/score",
+            serde_json::json!({ "add": score, "kind": "pncounter" }),
+        ),
+        (
+            "POST",
+            "counters/likes",
+            serde_json::json!({ "add": likes }),
+        ),
+    ] {
+        let (status, body) = server
+            .json(method, &format!("/api/rooms/{room}/{path}"), Some(body))
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    ok(out);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn file_values(path: &std::path::Path) -> serde_json::Value {
+    let file = plait_server::snapshot_file::SnapshotFile::decode(&std::fs::read(path).unwrap())
+        .expect("a plait snapshot file");
+    file.values
+        .iter()
+        .map(|(name, value)| (name.clone(), value.current().unwrap()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Issue 4: CRDT values travel with export (plait snapshot files by default; `--format yjs`
+/// leaves them out and says so), import (merged: twice changes nothing) and restore (from a
+/// file or a time: registers and PN-Counters set back, G-Counters and newer values left, with
+/// notes), through a running server and on the store directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_travel_with_export_import_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/plait.db", dir.path().display());
+    let server = binary::Server::start(
+        &store,
+        &["--admin-token", "s3cret", "--history-interval-ms", "200"],
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let env = [
+        ("PLAIT_SERVER", base.as_str()),
+        ("PLAIT_ADMIN_TOKEN", "s3cret"),
+    ];
+    let offline = [("PLAIT_STORE", store.as_str())];
+    let path = |name: &str| dir.path().join(name);
+    let arg = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let c = TestClient::connect(&server.url("vals")).await;
+    c.insert(0, "the text");
+    TestClient::connect(&server.url("vals"))
+        .await
+        .wait_text("the text")
+        .await;
+    set_values(&server, "vals", "v1", 5, 3).await;
+    let then = serde_json::json!({"likes": 3, "score": 5, "title": "v1"});
+
+    // Export: the plait snapshot file holds the document and the values.
+    let file = path("vals.plait");
+    let err = stderr(&plait(&["export", "vals", "-o", &arg(&file)], &env));
+    assert!(
+        err.contains("plait snapshot: the document and 3 CRDT value(s)"),
+        "{err}"
+    );
+    assert_eq!(file_values(&file), then);
+    // --format yjs: the bare update, and a note that the values were left out.
+    let bare = path("vals.ydoc");
+    let err = stderr(&plait(
+        &["export", "vals", "-o", &arg(&bare), "--format", "yjs"],
+        &env,
+    ));
+    assert!(err.contains("3 CRDT value(s) were left out"), "{err}");
+    let bare_bytes = std::fs::read(&bare).unwrap();
+    assert!(!plait_server::snapshot_file::is_snapshot_file(&bare_bytes));
+    plait_server::docs::doc_from_update(&bare_bytes).unwrap();
+
+    // Import twice: the values arrive once.
+    let err = stderr(&plait(&["import", "copy", &arg(&file)], &env));
+    assert!(err.contains("values changed: likes, score, title"), "{err}");
+    let err = stderr(&plait(&["import", "copy", &arg(&file)], &env));
+    assert!(err.contains("nothing new"), "{err}");
+    let (_, copy) = server.json("GET", "/api/rooms/copy/values", None).await;
+    let (_, original) = server.json("GET", "/api/rooms/vals/values", None).await;
+    assert_eq!(copy, original);
+
+    // A restore point with the values is written within a tick or two.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    set_values(&server, "vals", "v2", -12, 4).await;
+    let (status, _) = server
+        .json(
+            "POST",
+            "/api/rooms/vals/counters/fresh",
+            Some(serde_json::json!({"add": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The content at that time, to a file (through the server).
+    let past = path("past.plait");
+    ok(&plait(
+        &["restore", "vals", "--at", &at, "--to-file", &arg(&past)],
+        &env,
+    ));
+    assert_eq!(file_values(&past), then);
+    // Restoring that time: the register and the PN-Counter go back, the rest is explained.
+    let err = stderr(&plait(&["restore", "vals", "--at", &at], &env));
+    assert!(err.contains("values changed: score, title"), "{err}");
+    assert!(
+        err.contains("note: likes: a gcounter cannot go down; left at 7 (it was 3 then)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("note: fresh: created after that time; left as it is"),
+        "{err}"
+    );
+    let (_, now) = server.json("GET", "/api/rooms/vals/values", None).await;
+    assert_eq!(now["title"]["value"], "v1");
+    assert_eq!(now["score"]["value"], 5);
+    assert_eq!(now["likes"]["value"], 7);
+
+    // Change again, then work on the store directly.
+    set_values(&server, "vals", "v3", 10, 0).await;
+    assert!(server.terminate().await.success());
+    let err = stderr(&plait(
+        &["restore", "vals", "--from", &arg(&file)],
+        &offline,
+    ));
+    assert!(err.contains("values changed: score, title"), "{err}");
+    let err = stderr(&plait(
+        &["restore", "vals", "--from", &arg(&bare)],
+        &offline,
+    ));
+    assert!(
+        err.contains("holds no CRDT values: the values were left as they are"),
+        "{err}"
+    );
+    let err = stderr(&plait(&["import", "offline", &arg(&file)], &offline));
+    assert!(err.contains("values changed: likes, score, title"), "{err}");
+    let err = stderr(&plait(&["import", "offline", &arg(&file)], &offline));
+    assert!(err.contains("nothing new"), "{err}");
+    let offline_past = path("offline-past.plait");
+    ok(&plait(
+        &[
+            "restore",
+            "vals",
+            "--at",
+            &at,
+            "--to-file",
+            &arg(&offline_past),
+        ],
+        &offline,
+    ));
+    assert_eq!(file_values(&offline_past), then);
+    let offline_export = path("offline.plait");
+    ok(&plait(
+        &["export", "vals", "-o", &arg(&offline_export)],
+        &offline,
+    ));
+    assert_eq!(
+        file_values(&offline_export),
+        serde_json::json!({"fresh": 1, "likes": 7, "score": 5, "title": "v1"})
+    );
+
+    // A server on the same store sees what the offline commands did.
+    let server = binary::Server::start(&store, &[]).await;
+    let (_, now) = server.json("GET", "/api/rooms/vals/values", None).await;
+    assert_eq!(now["title"]["value"], "v1");
+    assert_eq!(now["score"]["value"], 5);
+    let (_, copied) = server.json("GET", "/api/rooms/offline/values", None).await;
+    assert_eq!(copied["likes"]["value"], 3);
+    server.kill();
+
+    // A broken plait file is refused clearly.
+    let broken = path("broken.plait");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() - 2]).unwrap();
+    fails(
+        &plait(&["import", "vals", &arg(&broken)], &offline),
+        "is a broken plait snapshot file",
+    );
+    fails(
+        &plait(&["import", "vals", &arg(&broken)], &offline),
+        "truncated plait snapshot file",
     );
 }

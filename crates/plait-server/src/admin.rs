@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,8 +15,18 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::room::{AdminOp, AdminReply, RoomCmd};
+use crate::room::{AdminOp, AdminReply, RestoreTarget, RoomCmd};
+use crate::snapshot_file::{Format, NamedValues, SnapshotFile};
+use crate::stored_values::ValuesOutcome;
 use crate::Shared;
+
+/// Response header of an export: how many CRDT values the room (or restore point) holds,
+/// whether or not the format carried them.
+pub const VALUES_HEADER: &str = "x-plait-values";
+/// Response header of an export at a time: the restore point reached, in ms since the epoch.
+pub const POINT_HEADER: &str = "x-plait-restore-point-ms";
+/// Response header of an export: something the operator should know (values unknown).
+pub const NOTE_HEADER: &str = "x-plait-note";
 
 /// The admin routes; merged into the main router.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -132,18 +142,76 @@ async fn inspect(
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct ExportQuery {
+    /// `plait` (the default: document and values) or `yjs` (the document alone).
+    format: Option<String>,
+    /// Export the content as it was at this time (milliseconds since the Unix epoch).
+    at: Option<i64>,
+}
+
+/// The room as a file: a plait snapshot file (document and values) by default, a bare Yjs v1
+/// update with `?format=yjs`; as it was at a past time with `?at=MS`. Headers say how many
+/// values there are ([`VALUES_HEADER`]), which restore point was reached ([`POINT_HEADER`])
+/// and why values are missing ([`NOTE_HEADER`]).
 async fn export(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(room): Path<String>,
+    Query(q): Query<ExportQuery>,
 ) -> Result<Response, AdminError> {
     authorize(&shared, &headers)?;
-    match ask(&shared, &room, AdminOp::Export).await? {
-        AdminReply::State(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let format = match q.format.as_deref() {
+        None => Format::Plait,
+        Some(name) => Format::from_name(name).ok_or_else(|| {
+            bad_request(format!(
+                "unknown format {name:?}: use plait (document and values) or yjs (the document alone)"
+            ))
+        })?,
+    };
+    let (file, point, note) = match q.at {
+        Some(at) => {
+            let past = state_at(shared.store.as_ref(), &room, at)
+                .await
+                .map_err(|e| AdminError(StatusCode::NOT_FOUND, e))?;
+            let (values, note) = match past.values {
+                Ok(values) => (values, None),
+                Err(why) => (Vec::new(), Some(why)),
+            };
+            let file = SnapshotFile {
+                update: past.update,
+                values,
+            };
+            (file, Some(past.point_ms), note)
         }
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        None => match ask(&shared, &room, AdminOp::Export).await? {
+            AdminReply::Export(file) => (file, None, None),
+            other => return Err(unavailable(format!("unexpected reply {other:?}"))),
+        },
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        file.encode(format),
+    )
+        .into_response();
+    let out = response.headers_mut();
+    out.insert(VALUES_HEADER, HeaderValue::from(file.values.len()));
+    if let Some(point) = point {
+        out.insert(POINT_HEADER, HeaderValue::from(point));
     }
+    if let Some(value) = note.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        out.insert(NOTE_HEADER, value);
+    }
+    Ok(response)
+}
+
+/// Reads a request body as a room file (a plait snapshot file or a bare Yjs v1 update).
+fn read_file(body: &[u8]) -> Result<(SnapshotFile, Format), AdminError> {
+    SnapshotFile::read(body).map_err(|e| {
+        bad_request(format!(
+            "the body is neither a plait snapshot file nor a Yjs v1 update: {e}"
+        ))
+    })
 }
 
 async fn import(
@@ -153,7 +221,24 @@ async fn import(
     body: Bytes,
 ) -> Result<Response, AdminError> {
     authorize(&shared, &headers)?;
-    changed(ask(&shared, &room, AdminOp::Import(body)).await?)
+    let (file, _) = read_file(&body)?;
+    match ask(&shared, &room, AdminOp::Import(file)).await? {
+        AdminReply::Merged { document, values } => {
+            Ok(Json(merged_json(document, &values)).into_response())
+        }
+        other => Err(unavailable(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// The answer to an import or a restore: `changed` (anything), `document_changed`,
+/// `values_changed` (names), `notes` (what was left as it was, and why).
+fn merged_json(document: bool, values: &ValuesOutcome) -> serde_json::Value {
+    json!({
+        "changed": document || !values.changed.is_empty(),
+        "document_changed": document,
+        "values_changed": values.changed,
+        "notes": values.notes,
+    })
 }
 
 fn changed(reply: AdminReply) -> Result<Response, AdminError> {
@@ -206,21 +291,38 @@ async fn restore(
     authorize(&shared, &headers)?;
     let (target, point) = match q.at {
         Some(at) => {
-            let (state, point) = state_at(shared.store.as_ref(), &room, at)
+            let past = state_at(shared.store.as_ref(), &room, at)
                 .await
                 .map_err(|e| AdminError(StatusCode::NOT_FOUND, e))?;
-            (Bytes::from(state), Some(point))
+            let target = RestoreTarget {
+                update: past.update,
+                values: past.values,
+            };
+            (target, Some(past.point_ms))
         }
         None if body.is_empty() => {
             return Err(bad_request(
                 "send the state to restore as the body, or ?at=MS",
             ))
         }
-        None => (body, None),
+        None => {
+            let (file, format) = read_file(&body)?;
+            let values = match format {
+                Format::Plait => Ok(file.values),
+                Format::Yjs => Err("the file is a bare Yjs update and holds no CRDT values".into()),
+            };
+            let target = RestoreTarget {
+                update: file.update,
+                values,
+            };
+            (target, None)
+        }
     };
     match ask(&shared, &room, AdminOp::Restore(target)).await? {
-        AdminReply::Changed(c) => {
-            Ok(Json(json!({ "changed": c, "restored_point_ms": point })).into_response())
+        AdminReply::Merged { document, values } => {
+            let mut answer = merged_json(document, &values);
+            answer["restored_point_ms"] = json!(point);
+            Ok(Json(answer).into_response())
         }
         other => Err(unavailable(format!("unexpected reply {other:?}"))),
     }
@@ -235,13 +337,26 @@ async fn compact(
     changed(ask(&shared, &room, AdminOp::Compact).await?)
 }
 
+/// A room's content at a past time, as [`state_at`] finds it.
+#[derive(Debug)]
+pub struct PastState {
+    /// The document, as one Yjs v1 update.
+    pub update: Vec<u8>,
+    /// The CRDT values at the restore point (values keep no log, so they are as of the
+    /// restore point even when the document is replayed further), or why they are unknown.
+    pub values: Result<NamedValues, String>,
+    /// The time of the restore point actually reached (`at_ms` when the log was replayed up
+    /// to it), in milliseconds since the Unix epoch.
+    pub point_ms: i64,
+}
+
 /// The room's content as it was at `at_ms`: the newest snapshot written at or before then,
-/// plus the log entries after it up to then while the log still holds them without a gap.
-/// Returns the state and the time of the restore point actually reached.
+/// plus the log entries after it up to then while the log still holds them without a gap;
+/// the values kept with that snapshot.
 ///
 /// # Errors
 /// A message for the operator when no restore point is that old, or the store fails.
-pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<(Vec<u8>, i64), String> {
+pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<PastState, String> {
     let snapshots = store
         .list_snapshots(room)
         .await
@@ -250,7 +365,7 @@ pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<(Vec<
         .iter()
         .filter(|s| s.created_at_ms <= at_ms)
         .max_by_key(|s| (s.created_at_ms, s.id));
-    let (doc, after_seq, mut point) = match base {
+    let (doc, after_seq, mut point, values) = match base {
         Some(info) => {
             let snap = store
                 .load_snapshot(room, info.id)
@@ -258,7 +373,16 @@ pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<(Vec<
                 .map_err(|e| format!("store: {e}"))?
                 .ok_or("the snapshot disappeared; try again")?;
             let doc = crate::docs::doc_from_update(&snap.data).map_err(|e| e.to_string())?;
-            (doc, snap.up_to_seq, snap.created_at_ms)
+            let values = match &snap.values {
+                Some(bytes) => crate::snapshot_file::decode_values(bytes).map_err(|e| {
+                    format!("the restore point's CRDT values do not decode ({e})")
+                }),
+                None => Err(
+                    "the restore point holds no CRDT values (it was written before plait kept them)"
+                        .to_owned(),
+                ),
+            };
+            (doc, snap.up_to_seq, snap.created_at_ms, values)
         }
         None => {
             // Without an older snapshot the log must start at the room's first update.
@@ -270,7 +394,9 @@ pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<(Vec<
                     None => format!("no restore point at or before {at_ms}"),
                 });
             }
-            (yrs::Doc::new(), 0, i64::MIN)
+            let values =
+                Err("no restore point at or before that time holds CRDT values".to_owned());
+            (yrs::Doc::new(), 0, i64::MIN, values)
         }
     };
     let rows = store
@@ -289,5 +415,9 @@ pub async fn state_at(store: &dyn Store, room: &str, at_ms: i64) -> Result<(Vec<
             "no restore point at or before {at_ms}: the room had no content then"
         ));
     }
-    Ok((crate::docs::encode_state(&doc), point))
+    Ok(PastState {
+        update: crate::docs::encode_state(&doc),
+        values,
+        point_ms: point,
+    })
 }

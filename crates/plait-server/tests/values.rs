@@ -352,3 +352,346 @@ async fn a_malformed_values_message_closes_with_1007() {
     assert_eq!(code, 1007);
     server.stop().await;
 }
+
+// === Values with export, import, history and restore; merge on write ===
+
+const ADMIN_TOKEN: &str = "admin-secret";
+
+/// One raw HTTP/1.1 request with the admin token: status, lowercased headers, body bytes.
+async fn admin(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(support::WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut body = response[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let len = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+            .unwrap();
+        if len == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[line_end + 2..line_end + 2 + len]);
+        rest = &rest[line_end + 4 + len..];
+    }
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn json_body(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+async fn admin_server(store: Arc<dyn Store>, history_interval_ms: u64) -> TestServer {
+    TestServer::start_with(store, |c| {
+        c.admin_token = Some(ADMIN_TOKEN.into());
+        c.history_interval_ms = history_interval_ms;
+    })
+    .await
+}
+
+async fn set_values(server: &TestServer, room: &str, title: &str, score: i64, likes: u64) {
+    for (method, path, body) in [
+        ("PUT", "registers/title", json!({ "value": title })),
+        (
+            "POST",
+            "counters/score",
+            json!({ "add": score, "kind": "pncounter" }),
+        ),
+        ("POST", "counters/likes", json!({ "add": likes })),
+    ] {
+        let (status, body) = server
+            .http(method, &format!("/api/rooms/{room}/{path}"), Some(body))
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}
+
+/// Issue 4: export writes the plait snapshot file (document and values) by default and the
+/// bare Yjs update with `?format=yjs`; import merges the values with the CRDT merge, so
+/// importing the same export twice changes nothing and counters never double.
+#[tokio::test]
+async fn export_and_import_carry_values_and_importing_twice_changes_nothing() {
+    use plait_server::snapshot_file::{Format, SnapshotFile};
+    let server = admin_server(Arc::new(MemoryStore::default()), 0).await;
+    let writer = TestClient::connect(&server.url("src")).await;
+    writer.insert(0, "the document");
+    TestClient::connect(&server.url("src"))
+        .await
+        .wait_text("the document")
+        .await;
+    set_values(&server, "src", "Plans", -2, 3).await;
+
+    let (status, headers, file) = admin(&server, "GET", "/api/admin/rooms/src/export", b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-plait-values"), Some("3"));
+    let parsed = SnapshotFile::decode(&file).expect("a plait snapshot file");
+    let names: Vec<&str> = parsed.values.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["likes", "score", "title"]);
+    let doc = plait_server::docs::doc_from_update(&parsed.update).unwrap();
+    assert_eq!(plait_server::docs::to_json(&doc)["t"], "the document");
+
+    // The bare Yjs update, for Y.applyUpdate; the header still says values exist.
+    let (status, headers, bare) = admin(
+        &server,
+        "GET",
+        "/api/admin/rooms/src/export?format=yjs",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-plait-values"), Some("3"));
+    assert_eq!(bare, parsed.update);
+    assert_eq!(SnapshotFile::read(&bare).unwrap().1, Format::Yjs);
+    let (status, _, body) = admin(
+        &server,
+        "GET",
+        "/api/admin/rooms/src/export?format=json",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(json_body(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown format"));
+
+    // Import into another room while an opted-in client watches it.
+    let watcher = TestClient::connect_values(&server, "copy").await;
+    let (status, _, body) = admin(&server, "POST", "/api/admin/rooms/copy/import", &file).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json_body(&body);
+    assert_eq!(answer["changed"], true);
+    assert_eq!(answer["document_changed"], true);
+    assert_eq!(answer["values_changed"], json!(["likes", "score", "title"]));
+    watcher.wait_value("likes", json!(3)).await;
+    watcher.wait_value("title", json!("Plans")).await;
+    watcher.wait_text("the document").await;
+    // Twice: nothing changes.
+    let (_, _, body) = admin(&server, "POST", "/api/admin/rooms/copy/import", &file).await;
+    let answer = json_body(&body);
+    assert_eq!(answer["changed"], false, "{answer}");
+    assert_eq!(answer["values_changed"], json!([]));
+    let (_, src_values) = server.http("GET", "/api/rooms/src/values", None).await;
+    let (_, copy_values) = server.http("GET", "/api/rooms/copy/values", None).await;
+    assert_eq!(copy_values, src_values);
+    assert_eq!(copy_values["likes"]["value"], 3);
+    assert_eq!(copy_values["score"]["value"], -2);
+
+    // A newer export merges in only what is new: the counter reads 5, not 3 + 5.
+    let (status, _) = server
+        .http(
+            "POST",
+            "/api/rooms/src/counters/likes",
+            Some(json!({"add": 2})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, _, newer) = admin(&server, "GET", "/api/admin/rooms/src/export", b"").await;
+    let (_, _, body) = admin(&server, "POST", "/api/admin/rooms/copy/import", &newer).await;
+    assert_eq!(json_body(&body)["values_changed"], json!(["likes"]));
+    watcher.wait_value("likes", json!(5)).await;
+
+    // A bare Yjs update still imports (no values), and garbage is refused clearly.
+    let (status, _, _) = admin(&server, "POST", "/api/admin/rooms/bare/import", &bare).await;
+    assert_eq!(status, 200);
+    let (_, bare_values) = server.http("GET", "/api/rooms/bare/values", None).await;
+    assert_eq!(bare_values, json!({}));
+    let mut truncated = file.clone();
+    truncated.truncate(file.len() - 3);
+    for junk in [&b"\xff\xff\xff"[..], &truncated] {
+        let (status, _, body) = admin(&server, "POST", "/api/admin/rooms/copy/import", junk).await;
+        assert_eq!(status, 400);
+        let error = json_body(&body)["error"].as_str().unwrap().to_owned();
+        assert!(
+            error.contains("neither a plait snapshot file nor a Yjs v1 update"),
+            "{error}"
+        );
+    }
+    server.stop().await;
+}
+
+/// Issue 4: restore points keep the values; restoring a past time writes registers back
+/// (with a fresh timestamp, so the restore wins), adjusts PN-Counters by the difference, and
+/// leaves G-Counters (they cannot go down) and values created since, saying so.
+#[tokio::test]
+async fn restoring_a_past_time_sets_values_back_where_they_can_go() {
+    use plait_server::snapshot_file::decode_values;
+    let store = Arc::new(MemoryStore::default());
+    let server = admin_server(store.clone(), 100).await;
+    let watcher = TestClient::connect_values(&server, "past").await;
+    set_values(&server, "past", "old", 5, 3).await;
+    // Wait for a restore point that holds all three values.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let point_ms = loop {
+        let mut found = None;
+        for info in store.list_snapshots("past").await.unwrap() {
+            let snap = store.load_snapshot("past", info.id).await.unwrap().unwrap();
+            let values = snap.values.map(|v| decode_values(&v).unwrap());
+            if values.is_some_and(|v| v.len() == 3) {
+                found = Some(info.created_at_ms);
+            }
+        }
+        if let Some(t) = found {
+            break t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restore point with values"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    set_values(&server, "past", "new", -12, 4).await;
+    let (status, _) = server
+        .http(
+            "POST",
+            "/api/rooms/past/counters/fresh",
+            Some(json!({"add": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    watcher.wait_value("title", json!("new")).await;
+
+    let path = format!("/api/admin/rooms/past/restore?at={point_ms}");
+    let (status, _, body) = admin(&server, "POST", &path, b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json_body(&body);
+    assert_eq!(
+        answer["values_changed"],
+        json!(["score", "title"]),
+        "{answer}"
+    );
+    assert_eq!(answer["restored_point_ms"], json!(point_ms));
+    assert_eq!(
+        answer["notes"],
+        json!([
+            "likes: a gcounter cannot go down; left at 7 (it was 3 then)",
+            "fresh: created after that time; left as it is",
+        ])
+    );
+    let (_, values) = server.http("GET", "/api/rooms/past/values", None).await;
+    assert_eq!(
+        values,
+        json!({
+            "fresh": {"kind": "gcounter", "value": 1},
+            "likes": {"kind": "gcounter", "value": 7},
+            "score": {"kind": "pncounter", "value": 5},
+            "title": {"kind": "lww", "value": "old"},
+        })
+    );
+    watcher.wait_value("title", json!("old")).await;
+    watcher.wait_value("score", json!(5)).await;
+    // Restoring again changes nothing.
+    let (_, _, body) = admin(&server, "POST", &path, b"").await;
+    assert_eq!(json_body(&body)["values_changed"], json!([]));
+    // An export at that time holds the values of then.
+    let (status, headers, file) = admin(
+        &server,
+        "GET",
+        &format!("/api/admin/rooms/past/export?at={point_ms}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "x-plait-restore-point-ms"),
+        Some(point_ms.to_string().as_str())
+    );
+    let then = plait_server::snapshot_file::SnapshotFile::decode(&file).unwrap();
+    assert_eq!(then.values.len(), 3);
+    assert_eq!(then.values[2].1.current(), Ok(json!("old")));
+    server.stop().await;
+}
+
+/// Two servers sharing one store, with no bus between them, each store their own increments
+/// of one counter: `put_values` merges with what the other stored, so after a restart the
+/// counter reads exactly the sum (a replacing store would keep only the last writer's part).
+#[tokio::test]
+async fn two_servers_sharing_a_store_lose_no_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let store = support::sqlite_store(&path).await;
+    let a = Arc::new(TestServer::start_with(store.clone(), |_| {}).await);
+    let b = Arc::new(TestServer::start_with(store.clone(), |_| {}).await);
+    // Both load the room before anyone writes, so neither learns the other's increments from
+    // the store at load time.
+    for server in [&a, &b] {
+        let (status, _) = server.http("GET", "/api/rooms/shared/values", None).await;
+        assert_eq!(status, 200);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let server = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let (status, body) = server
+                .http(
+                    "POST",
+                    "/api/rooms/shared/counters/hits",
+                    Some(json!({"add": 1})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for server in [a, b] {
+        Arc::into_inner(server).unwrap().stop().await;
+    }
+    let c = TestServer::start_with(support::sqlite_store(&path).await, |_| {}).await;
+    let (_, values) = c.http("GET", "/api/rooms/shared/values", None).await;
+    assert_eq!(values["hits"]["value"], json!(40));
+    c.stop().await;
+}

@@ -23,6 +23,15 @@ pub enum Error {
     /// again is harmless: updates are idempotent).
     #[error("the store did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// The merge passed to `Store::put_values` refused to combine a stored value with a new
+    /// one; nothing of that call was written.
+    #[error("value {name:?} could not be merged with the stored one: {reason}")]
+    Merge {
+        /// The value's name.
+        name: String,
+        /// Why the merge refused.
+        reason: String,
+    },
     /// An I/O error outside the database (creating the data directory).
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),

@@ -7,8 +7,9 @@
 //! - [`memory`]: an in-process store for tests ([`MemoryStore`]).
 //! - [`open`]: picks an implementation from a URL.
 //!
-//! Architecture invariant: storage knows nothing about yrs. It keeps opaque update and snapshot
-//! bytes plus metadata; merging them into a document is the server's business.
+//! Architecture invariant: storage knows nothing about yrs or the CRDT values. It keeps opaque
+//! update, snapshot and value bytes plus metadata; merging them is the server's business (for
+//! values the server passes its merge to [`Store::put_values`] as a [`MergeValue`]).
 
 mod error;
 mod group;
@@ -75,6 +76,9 @@ pub struct Snapshot {
     pub state_vector: Bytes,
     /// When it was written, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The room's CRDT values when it was written, encoded by the server (opaque here);
+    /// `None` for snapshots written before values were kept with them.
+    pub values: Option<Bytes>,
 }
 
 /// One entry of the update log.
@@ -138,6 +142,12 @@ pub struct StoredValue {
     pub state: Bytes,
 }
 
+/// How [`Store::put_values`] combines a stored value with a new one of the same name: called
+/// with `(stored, new)`, it returns the state to store. The server supplies it (a CRDT merge);
+/// the store only calls it inside the transaction that holds the row. An `Err` aborts the
+/// whole `put_values` with [`Error::Merge`].
+pub type MergeValue = dyn Fn(&StoredValue, &StoredValue) -> Result<Bytes, String> + Sync;
+
 /// Durable storage of rooms. Implementations must make [`Store::append_updates`] atomic and
 /// durable when it returns: the server broadcasts only what this call has committed.
 #[async_trait]
@@ -174,14 +184,55 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every CRDT value of `room`.
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error>;
 
-    /// Inserts or replaces values of `room`, in one transaction.
-    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error>;
+    /// Stores values of `room` in one transaction: a new name is inserted as given; a stored
+    /// one is replaced by `merge(stored, new)`, read and written under the row's lock, so that
+    /// several processes storing the same value concurrently never lose each other's writes.
+    /// A stored row keeps its kind (fixed by the first write). Returns the rows as stored
+    /// after the merge, ordered by name.
+    ///
+    /// # Errors
+    /// [`Error::Merge`] if `merge` refuses (nothing is written); database errors.
+    async fn put_values(
+        &self,
+        room: &str,
+        values: &[StoredValue],
+        merge: &MergeValue,
+    ) -> Result<Vec<StoredValue>, Error>;
 
     /// Lists every stored room.
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error>;
 
     /// Answers when the store can be reached (for readiness).
     async fn ping(&self) -> Result<(), Error>;
+}
+
+/// The row [`Store::put_values`] writes for `new`: `new` itself for a new name, else the stored
+/// row's name and kind with the state `merge(stored, new)`.
+pub(crate) fn merged_row(
+    stored: Option<StoredValue>,
+    new: &StoredValue,
+    merge: &MergeValue,
+) -> Result<StoredValue, Error> {
+    let Some(stored) = stored else {
+        return Ok(new.clone());
+    };
+    let state = merge(&stored, new).map_err(|reason| Error::Merge {
+        name: new.name.clone(),
+        reason,
+    })?;
+    Ok(StoredValue {
+        name: stored.name,
+        kind: stored.kind,
+        state,
+    })
+}
+
+/// The values of one `put_values` call in the order they are written: by name (the lock order
+/// across processes), the given order kept for a repeated name.
+pub(crate) fn in_lock_order(values: &[StoredValue]) -> Vec<&StoredValue> {
+    let mut sorted: Vec<&StoredValue> = values.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted
 }
 
 /// How hard a store works to keep a commit across failures.

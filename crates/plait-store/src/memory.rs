@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
-    StoredRoom, StoredValue,
+    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, RoomSummary, Snapshot,
+    SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
 };
 
 #[derive(Debug, Default)]
@@ -145,13 +145,24 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+    async fn put_values(
+        &self,
+        room: &str,
+        values: &[StoredValue],
+        merge: &MergeValue,
+    ) -> Result<Vec<StoredValue>, Error> {
         let mut rooms = self.rooms();
         let r = rooms.entry(room.to_owned()).or_default();
-        for v in values {
-            r.values.insert(v.name.clone(), v.clone());
+        // Merge into a copy and swap it in at the end: a refused merge writes nothing.
+        let mut next = r.values.clone();
+        let mut written = Vec::with_capacity(values.len());
+        for new in in_lock_order(values) {
+            let row = merged_row(next.get(&new.name).cloned(), new, merge)?;
+            next.insert(row.name.clone(), row.clone());
+            written.push(row);
         }
-        Ok(())
+        r.values = next;
+        Ok(written)
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

@@ -11,8 +11,8 @@ use sqlx::{PgPool, Row};
 use crate::group::{AppendRequest, GroupCommit, GroupWriter};
 use crate::rows::{self, to_u64};
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
-    StoredRoom, StoredValue,
+    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, RoomSummary, Snapshot,
+    SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
 };
 
 /// How long to wait for a pooled connection before an operation fails (and is retried by the
@@ -114,7 +114,7 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let snapshot = sqlx::query(
-            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms, values_state FROM snapshots \
              WHERE room = $1 ORDER BY up_to_seq DESC, id DESC LIMIT 1",
         )
         .bind(room)
@@ -147,8 +147,9 @@ impl Store for PgStore {
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (room, up_to_seq, kind, data, state_vector, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO snapshots \
+             (room, up_to_seq, kind, data, state_vector, created_at_ms, values_state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(room)
         .bind(snapshot.up_to_seq as i64)
@@ -156,6 +157,7 @@ impl Store for PgStore {
         .bind(snapshot.data.as_ref())
         .bind(snapshot.state_vector.as_ref())
         .bind(snapshot.created_at_ms)
+        .bind(snapshot.values.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         sqlx::query(
@@ -208,7 +210,7 @@ impl Store for PgStore {
 
     async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error> {
         sqlx::query(
-            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms, values_state FROM snapshots \
              WHERE room = $1 AND id = $2",
         )
         .bind(room)
@@ -253,40 +255,83 @@ impl Store for PgStore {
     }
 
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {
-        let rows =
-            sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = $1 ORDER BY name")
-                .bind(room)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredValue {
-                name: row.get("name"),
-                kind: row.get("kind"),
-                state: Bytes::from(row.get::<Vec<u8>, _>("state")),
-            })
-            .collect())
+        sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = $1 ORDER BY name")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::stored_value)
+            .collect()
     }
 
-    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+    async fn put_values(
+        &self,
+        room: &str,
+        values: &[StoredValue],
+        merge: &MergeValue,
+    ) -> Result<Vec<StoredValue>, Error> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for v in values {
-            sqlx::query(
-                "INSERT INTO crdt_values (room, name, kind, state, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room, name) DO UPDATE SET \
-                 kind = EXCLUDED.kind, state = EXCLUDED.state, updated_at_ms = EXCLUDED.updated_at_ms",
-            )
-            .bind(room)
-            .bind(&v.name)
-            .bind(&v.kind)
-            .bind(v.state.as_ref())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let mut written = Vec::with_capacity(values.len());
+        // Rows are locked in name order, so two processes storing overlapping sets wait for
+        // each other instead of deadlocking.
+        for new in in_lock_order(values) {
+            let mut attempts = 0;
+            let row = loop {
+                attempts += 1;
+                // The row lock holds until commit: another process storing this value waits
+                // here and then merges with what this transaction wrote.
+                let stored = sqlx::query(
+                    "SELECT name, kind, state FROM crdt_values \
+                     WHERE room = $1 AND name = $2 FOR UPDATE",
+                )
+                .bind(room)
+                .bind(&new.name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| rows::stored_value(&row))
+                .transpose()?;
+                if stored.is_some() {
+                    let row = merged_row(stored, new, merge)?;
+                    sqlx::query(
+                        "UPDATE crdt_values SET state = $3, updated_at_ms = $4 \
+                         WHERE room = $1 AND name = $2",
+                    )
+                    .bind(room)
+                    .bind(&row.name)
+                    .bind(row.state.as_ref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    break row;
+                }
+                // A new name. If another process inserts it first, this insert waits for its
+                // commit and does nothing; the next round then locks and merges that row.
+                let inserted = sqlx::query(
+                    "INSERT INTO crdt_values (room, name, kind, state, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room, name) DO NOTHING",
+                )
+                .bind(room)
+                .bind(&new.name)
+                .bind(&new.kind)
+                .bind(new.state.as_ref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    break new.clone();
+                }
+                if attempts >= 3 {
+                    return Err(Error::Corrupt(format!(
+                        "value {:?} neither inserts nor locks",
+                        new.name
+                    )));
+                }
+            };
+            written.push(row);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(written)
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

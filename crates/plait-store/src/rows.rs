@@ -4,14 +4,15 @@
 use bytes::Bytes;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{Error, LoggedUpdate, Snapshot, SnapshotKind};
+use crate::{Error, LoggedUpdate, Snapshot, SnapshotKind, StoredValue};
 
 /// A stored integer that must not be negative.
 pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
     u64::try_from(v).map_err(|_| Error::Corrupt(format!("negative {what}: {v}")))
 }
 
-/// A snapshot from `up_to_seq, kind, data, state_vector, created_at_ms`.
+/// A snapshot from `up_to_seq, kind, data, state_vector, created_at_ms, values_state` (the
+/// last may be NULL).
 pub(crate) fn snapshot<R>(row: &R) -> Result<Snapshot, Error>
 where
     R: Row,
@@ -26,6 +27,9 @@ where
         data: Bytes::from(row.try_get::<Vec<u8>, _>("data")?),
         state_vector: Bytes::from(row.try_get::<Vec<u8>, _>("state_vector")?),
         created_at_ms: row.try_get("created_at_ms")?,
+        values: row
+            .try_get::<Option<Vec<u8>>, _>("values_state")?
+            .map(Bytes::from),
     })
 }
 
@@ -40,5 +44,20 @@ where
     Ok(LoggedUpdate {
         seq: to_u64(row.try_get("seq")?, "update seq")?,
         data: Bytes::from(row.try_get::<Vec<u8>, _>("data")?),
+    })
+}
+
+/// A CRDT value row from `name, kind, state`.
+pub(crate) fn stored_value<R>(row: &R) -> Result<StoredValue, Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(StoredValue {
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        state: Bytes::from(row.try_get::<Vec<u8>, _>("state")?),
     })
 }

@@ -15,8 +15,8 @@ use sqlx::{Row, SqlitePool};
 use crate::group::{AppendRequest, GroupCommit, GroupWriter};
 use crate::rows::{self, to_u64};
 use crate::{
-    now_ms, Error, LoggedUpdate, RoomSummary, Snapshot, SnapshotInfo, SnapshotKind, Store,
-    StoredRoom, StoredValue, SyncMode,
+    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, RoomSummary, Snapshot,
+    SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue, SyncMode,
 };
 
 /// How long a statement waits for SQLite's file lock before failing.
@@ -137,7 +137,7 @@ impl Store for SqliteStore {
                     .fetch_optional(&mut *conn)
                     .await?;
             let snapshot = sqlx::query(
-                "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+                "SELECT up_to_seq, kind, data, state_vector, created_at_ms, values_state FROM snapshots \
                  WHERE room = ? ORDER BY up_to_seq DESC, id DESC LIMIT 1",
             )
             .bind(room)
@@ -174,8 +174,9 @@ impl Store for SqliteStore {
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
         let mut tx = self.writer.begin().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO snapshots (room, up_to_seq, kind, data, state_vector, created_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO snapshots \
+             (room, up_to_seq, kind, data, state_vector, created_at_ms, values_state) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(room)
         .bind(snapshot.up_to_seq as i64)
@@ -183,6 +184,7 @@ impl Store for SqliteStore {
         .bind(snapshot.data.as_ref())
         .bind(snapshot.state_vector.as_ref())
         .bind(snapshot.created_at_ms)
+        .bind(snapshot.values.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         // Make sure the room exists and its seq never falls behind a snapshot.
@@ -234,7 +236,7 @@ impl Store for SqliteStore {
 
     async fn load_snapshot(&self, room: &str, id: i64) -> Result<Option<Snapshot>, Error> {
         sqlx::query(
-            "SELECT up_to_seq, kind, data, state_vector, created_at_ms FROM snapshots \
+            "SELECT up_to_seq, kind, data, state_vector, created_at_ms, values_state FROM snapshots \
              WHERE room = ? AND id = ?",
         )
         .bind(room)
@@ -279,40 +281,53 @@ impl Store for SqliteStore {
     }
 
     async fn load_values(&self, room: &str) -> Result<Vec<StoredValue>, Error> {
-        let rows =
-            sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = ? ORDER BY name")
-                .bind(room)
-                .fetch_all(&self.reader)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredValue {
-                name: row.get("name"),
-                kind: row.get("kind"),
-                state: Bytes::from(row.get::<Vec<u8>, _>("state")),
-            })
-            .collect())
+        sqlx::query("SELECT name, kind, state FROM crdt_values WHERE room = ? ORDER BY name")
+            .bind(room)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(rows::stored_value)
+            .collect()
     }
 
-    async fn put_values(&self, room: &str, values: &[StoredValue]) -> Result<(), Error> {
+    async fn put_values(
+        &self,
+        room: &str,
+        values: &[StoredValue],
+        merge: &MergeValue,
+    ) -> Result<Vec<StoredValue>, Error> {
         let now = now_ms();
+        // SQLite has one writer (this pool's one connection): nothing changes a row between
+        // the read and the write of one transaction.
         let mut tx = self.writer.begin().await?;
-        for v in values {
+        let mut written = Vec::with_capacity(values.len());
+        for new in in_lock_order(values) {
+            let stored = sqlx::query(
+                "SELECT name, kind, state FROM crdt_values WHERE room = ? AND name = ?",
+            )
+            .bind(room)
+            .bind(&new.name)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| rows::stored_value(&row))
+            .transpose()?;
+            let row = merged_row(stored, new, merge)?;
             sqlx::query(
                 "INSERT INTO crdt_values (room, name, kind, state, updated_at_ms) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (room, name) DO UPDATE SET kind = excluded.kind, state = excluded.state, \
+                 ON CONFLICT (room, name) DO UPDATE SET state = excluded.state, \
                  updated_at_ms = excluded.updated_at_ms",
             )
             .bind(room)
-            .bind(&v.name)
-            .bind(&v.kind)
-            .bind(v.state.as_ref())
+            .bind(&row.name)
+            .bind(&row.kind)
+            .bind(row.state.as_ref())
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            written.push(row);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(written)
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

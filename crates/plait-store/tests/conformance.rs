@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use plait_store::{
-    MemoryStore, PgStore, Snapshot, SnapshotKind, SqliteStore, Store, StoreOptions, StoredValue,
-    SyncMode,
+    Error, MemoryStore, PgStore, Snapshot, SnapshotKind, SqliteStore, Store, StoreOptions,
+    StoredValue, SyncMode,
 };
 
 /// The PostgreSQL test database; each test gets a schema of its own in it.
@@ -66,6 +66,36 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// A merge that keeps the new state, like the replacing store of old.
+fn replace(_stored: &StoredValue, new: &StoredValue) -> Result<Bytes, String> {
+    Ok(new.state.clone())
+}
+
+/// A merge that records its arguments in order: `stored+new`.
+fn join(stored: &StoredValue, new: &StoredValue) -> Result<Bytes, String> {
+    let text = |v: &StoredValue| String::from_utf8_lossy(&v.state).into_owned();
+    Ok(b(&format!("{}+{}", text(stored), text(new))))
+}
+
+/// A merge that adds decimal numbers: not idempotent, so a merge done against a stale read
+/// (a lost update) shows in the sum.
+fn sum(stored: &StoredValue, new: &StoredValue) -> Result<Bytes, String> {
+    let n = |v: &StoredValue| -> Result<u64, String> {
+        String::from_utf8_lossy(&v.state)
+            .parse()
+            .map_err(|e| format!("{e}"))
+    };
+    Ok(b(&(n(stored)? + n(new)?).to_string()))
+}
+
+fn value(name: &str, kind: &str, state: &str) -> StoredValue {
+    StoredValue {
+        name: name.into(),
+        kind: kind.into(),
+        state: b(state),
+    }
+}
+
 #[tokio::test]
 async fn unknown_room_loads_empty() {
     let (stores, _dir) = stores().await;
@@ -108,6 +138,7 @@ async fn compaction_replaces_the_log_it_covers() {
             data: b("state@2"),
             state_vector: b("sv@2"),
             created_at_ms: 5,
+            values: None,
         };
         store.write_snapshot("r", &snap).await.unwrap();
         let loaded = store.load_room("r").await.unwrap();
@@ -173,21 +204,122 @@ async fn bad_urls_are_refused_with_a_clear_message() {
 async fn values_are_upserted_per_room() {
     let (stores, _dir) = stores().await;
     for (name, store) in stores {
-        let v = |n: &str, state: &str| StoredValue {
-            name: n.into(),
-            kind: "gcounter".into(),
-            state: b(state),
-        };
+        let v = |n: &str, state: &str| value(n, "gcounter", state);
         store
-            .put_values("r", &[v("likes", "1"), v("views", "2")])
+            .put_values("r", &[v("likes", "1"), v("views", "2")], &replace)
             .await
             .unwrap();
-        store.put_values("r", &[v("likes", "3")]).await.unwrap();
-        store.put_values("other", &[v("likes", "9")]).await.unwrap();
+        store
+            .put_values("r", &[v("likes", "3")], &replace)
+            .await
+            .unwrap();
+        store
+            .put_values("other", &[v("likes", "9")], &replace)
+            .await
+            .unwrap();
         let got = store.load_values("r").await.unwrap();
         assert_eq!(got, vec![v("likes", "3"), v("views", "2")], "{name}");
         assert!(
             store.load_values("none").await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+/// `put_values` merges a stored value with the new one through the caller's merge, called as
+/// `merge(stored, new)`; new names are inserted without it; a stored row keeps its kind; the
+/// rows as stored come back by name.
+#[tokio::test]
+async fn put_values_merges_with_the_stored_row() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let first = store
+            .put_values("m", &[value("b", "gcounter", "1")], &join)
+            .await
+            .unwrap();
+        assert_eq!(first, vec![value("b", "gcounter", "1")], "{name}");
+        let written = store
+            .put_values(
+                "m",
+                &[value("c", "lww", "x"), value("b", "lww", "2")],
+                &join,
+            )
+            .await
+            .unwrap();
+        let expected = vec![value("b", "gcounter", "1+2"), value("c", "lww", "x")];
+        assert_eq!(written, expected, "{name}");
+        assert_eq!(store.load_values("m").await.unwrap(), expected, "{name}");
+    }
+}
+
+/// A refused merge fails the whole call with `Error::Merge` and writes nothing of it, not
+/// even the rows that came before the refused one.
+#[tokio::test]
+async fn a_refused_merge_writes_nothing() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        store
+            .put_values("m", &[value("z", "gcounter", "1")], &replace)
+            .await
+            .unwrap();
+        let refuse = |_: &StoredValue, _: &StoredValue| -> Result<Bytes, String> {
+            Err("kinds differ".into())
+        };
+        let err = store
+            .put_values(
+                "m",
+                &[value("a", "gcounter", "new"), value("z", "gcounter", "2")],
+                &refuse,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Merge { name, reason } if name == "z" && reason == "kinds differ"),
+            "{name}: {err}"
+        );
+        assert!(err.to_string().contains("kinds differ"), "{name}: {err}");
+        assert_eq!(
+            store.load_values("m").await.unwrap(),
+            vec![value("z", "gcounter", "1")],
+            "{name}"
+        );
+    }
+}
+
+/// Concurrent writers of one value (tasks here; processes in production) each merge with what
+/// the others stored: with a non-idempotent merge (a sum) a lost update shows as a smaller
+/// total. Two names written in both orders also exercise the lock order.
+#[tokio::test]
+async fn concurrent_put_values_lose_no_merge() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(store);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        let mut rows = vec![
+                            value("hits", "gcounter", "1"),
+                            value("alt", "gcounter", "2"),
+                        ];
+                        if i % 2 == 0 {
+                            rows.reverse();
+                        }
+                        store.put_values("busy", &rows, &sum).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            store.load_values("busy").await.unwrap(),
+            vec![
+                value("alt", "gcounter", "160"),
+                value("hits", "gcounter", "80")
+            ],
             "{name}"
         );
     }
@@ -241,6 +373,7 @@ async fn history_snapshots_are_listed_loaded_and_pruned() {
                 data: b(&format!("state@{t}")),
                 state_vector: b("sv"),
                 created_at_ms: t,
+                values: (t != 1000).then(|| b(&format!("values@{t}"))),
             };
             store.write_snapshot("h", &snap).await.unwrap();
         }
@@ -249,6 +382,12 @@ async fn history_snapshots_are_listed_loaded_and_pruned() {
         assert_eq!(list[1].created_at_ms, 2000, "{name}");
         let second = store.load_snapshot("h", list[1].id).await.unwrap().unwrap();
         assert_eq!(second.data, b("state@2000"), "{name}");
+        // Values travel with the snapshot; a snapshot without them reads back as None.
+        assert_eq!(second.values, Some(b("values@2000")), "{name}");
+        let first = store.load_snapshot("h", list[0].id).await.unwrap().unwrap();
+        assert_eq!(first.values, None, "{name}");
+        let newest = store.load_room("h").await.unwrap().snapshot.unwrap();
+        assert_eq!(newest.values, Some(b("values@3000")), "{name}");
         // History snapshots do not remove the log.
         assert_eq!(
             store

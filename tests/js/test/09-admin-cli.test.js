@@ -1,6 +1,7 @@
-// 9. The admin CLI with real Yjs documents: a file exported by plait loads with Y.applyUpdate,
-//    a file made by Yjs imports, and a restore reaches connected providers, including one that
-//    edited offline before the restore and reconnects after it.
+// 9. The admin CLI with real Yjs documents: a file exported by plait with --format yjs loads
+//    with Y.applyUpdate, a file made by Yjs imports, and a restore (from plait's default
+//    snapshot file) reaches connected providers, including one that edited offline before the
+//    restore and reconnects after it.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
@@ -40,7 +41,7 @@ test('export loads with Y.applyUpdate, and a Yjs-made file imports', { skip: !IS
     await waitFor(async () => true)
     const out = path.join(server.dir, 'out.ydoc')
     await waitFor(async () => {
-      await cli(server, ['export', room, '-o', out])
+      await cli(server, ['export', room, '-o', out, '--format', 'yjs'])
       const doc = new Y.Doc()
       Y.applyUpdate(doc, new Uint8Array(await fsp.readFile(out)))
       return doc.getText('text').toString() === '+edited made in yjs' && doc.getMap('map').get('answer') === 42 &&

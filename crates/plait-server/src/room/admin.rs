@@ -1,10 +1,12 @@
 //! Administrative work on a loaded room: export, inspect, import, restore, compact, and the
 //! history snapshots kept on a schedule. Run by the room actor like any other command, so a
-//! change made here reaches connected clients and is durable before they see it.
+//! change made here reaches connected clients and is durable before they see it. Imports and
+//! restores carry the room's CRDT values as well as its document.
 
 use std::time::Instant;
 
 use bytes::Bytes;
+use plait_crdt::ServerMessage;
 use plait_protocol::message::encode_update;
 use plait_store::SnapshotKind;
 use tokio::sync::oneshot;
@@ -12,32 +14,52 @@ use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, Transact, Update};
 
-use super::{Room, ADMIN_CONN};
+use super::{values_frame, Room, ADMIN_CONN};
 use crate::config::Durability;
 use crate::docs;
+use crate::snapshot_file::{NamedValues, SnapshotFile};
+use crate::stored_values::{self, ValuesOutcome};
 
 /// An administrative request to one room.
 #[derive(Debug)]
 pub(crate) enum AdminOp {
-    /// The whole document as one Yjs v1 update.
+    /// The whole document as one Yjs v1 update, and every value.
     Export,
     /// The document as JSON.
     Inspect,
-    /// Merge a Yjs v1 update into the room, like an edit from a client.
-    Import(Bytes),
-    /// Make the room's content equal to this state (a Yjs v1 update) with a forward edit.
-    Restore(Bytes),
+    /// Merge a file into the room: its document like an edit from a client, its values with
+    /// the CRDT merge (so importing the same file twice changes nothing).
+    Import(SnapshotFile),
+    /// Make the room's content equal to a past version with a forward edit, and set its
+    /// values back (see [`stored_values::restore_updates`]).
+    Restore(RestoreTarget),
     /// Merge the log into a snapshot now.
     Compact,
+}
+
+/// What a restore sets the room back to.
+#[derive(Debug)]
+pub(crate) struct RestoreTarget {
+    /// The document, as one Yjs v1 update.
+    pub(crate) update: Vec<u8>,
+    /// The values then, or why they are unknown (a bare Yjs file, an old restore point); then
+    /// the room's values are left as they are.
+    pub(crate) values: Result<NamedValues, String>,
 }
 
 /// What a room answers.
 #[derive(Debug)]
 pub(crate) enum AdminReply {
-    State(Vec<u8>),
+    /// The document and every value.
+    Export(SnapshotFile),
     Json(serde_json::Value),
     /// Whether the request changed the document.
     Changed(bool),
+    /// What an import or a restore did: whether the document changed, and to the values.
+    Merged {
+        document: bool,
+        values: ValuesOutcome,
+    },
 }
 
 pub(crate) type AdminResult = Result<AdminReply, String>;
@@ -45,10 +67,13 @@ pub(crate) type AdminResult = Result<AdminReply, String>;
 impl Room {
     pub(super) async fn admin(&mut self, op: AdminOp, reply: oneshot::Sender<AdminResult>) {
         let result = match op {
-            AdminOp::Export => Ok(AdminReply::State(docs::encode_state(&self.doc))),
+            AdminOp::Export => Ok(AdminReply::Export(SnapshotFile {
+                update: docs::encode_state(&self.doc),
+                values: stored_values::named(&self.values),
+            })),
             AdminOp::Inspect => Ok(AdminReply::Json(docs::to_json(&self.doc))),
-            AdminOp::Import(bytes) => self.import(bytes).await,
-            AdminOp::Restore(bytes) => self.restore(&bytes).await,
+            AdminOp::Import(file) => self.import(file).await,
+            AdminOp::Restore(target) => self.restore(target).await,
             AdminOp::Compact => {
                 if self.commit().await {
                     self.compact().await;
@@ -61,26 +86,47 @@ impl Room {
         let _ = reply.send(result);
     }
 
-    async fn import(&mut self, bytes: Bytes) -> AdminResult {
-        plait_protocol::validate::update_v1(&bytes, plait_protocol::Limits::default().max_depth)
-            .map_err(|e| format!("not a valid Yjs update: {e}"))?;
+    /// Merges the values first: if the store fails they are undone and nothing changed.
+    async fn import(&mut self, file: SnapshotFile) -> AdminResult {
         let update =
-            Update::decode_v1(&bytes).map_err(|e| format!("not a valid Yjs update: {e}"))?;
+            Update::decode_v1(&file.update).map_err(|e| format!("not a valid Yjs update: {e}"))?;
+        let values = self
+            .merge_values(stored_values::updates(file.values), true)
+            .await?;
         let before = self.doc.transact().state_vector();
-        self.apply_updates(vec![(ADMIN_CONN, update, bytes)]).await;
-        let changed = self.doc.transact().state_vector() != before;
-        if changed && !self.uncommitted.is_empty() {
+        self.apply_updates(vec![(ADMIN_CONN, update, Bytes::from(file.update))])
+            .await;
+        let document = self.doc.transact().state_vector() != before;
+        if document && !self.uncommitted.is_empty() {
             return Err(
                 "imported, but the store is failing: the change is held and retried".into(),
             );
         }
-        Ok(AdminReply::Changed(changed))
+        Ok(AdminReply::Merged { document, values })
     }
 
-    async fn restore(&mut self, target: &[u8]) -> AdminResult {
-        let target = docs::doc_from_update(target).map_err(|e| e.to_string())?;
-        let Some(edit) = docs::restore_edit(&self.doc, &target) else {
-            return Ok(AdminReply::Changed(false));
+    async fn restore(&mut self, target: RestoreTarget) -> AdminResult {
+        let target_doc = docs::doc_from_update(&target.update).map_err(|e| e.to_string())?;
+        let values = match target.values {
+            Ok(past) => {
+                let (updates, mut notes) =
+                    stored_values::restore_updates(&self.values, &past, &mut self.hlc);
+                let mut outcome = self.merge_values(updates, false).await?;
+                notes.append(&mut outcome.notes);
+                outcome.notes = notes;
+                outcome
+            }
+            Err(why) if !self.values.is_empty() => ValuesOutcome {
+                changed: Vec::new(),
+                notes: vec![format!("{why}: the values were left as they are")],
+            },
+            Err(_) => ValuesOutcome::default(),
+        };
+        let Some(edit) = docs::restore_edit(&self.doc, &target_doc) else {
+            return Ok(AdminReply::Merged {
+                document: false,
+                values,
+            });
         };
         info!(bytes = edit.len(), "restoring with a forward edit");
         let frame = encode_update(&edit);
@@ -101,7 +147,52 @@ impl Room {
                 self.commit().await;
             }
         }
-        Ok(AdminReply::Changed(true))
+        Ok(AdminReply::Merged {
+            document: true,
+            values,
+        })
+    }
+
+    /// Merges value states (an import, a restore) like a batch of ops: stored before anyone
+    /// hears of them (strict durability; a failed store undoes them all), then sent to the
+    /// members that opted in and to the other processes. With `observe`, register timestamps
+    /// are first observed by the room's clock, which refuses one too far ahead (noted).
+    async fn merge_values(
+        &mut self,
+        updates: Vec<plait_crdt::Update>,
+        observe: bool,
+    ) -> Result<ValuesOutcome, String> {
+        let hlc = &mut self.hlc;
+        let (outcome, before) =
+            stored_values::merge_updates(&mut self.values, updates, |values, update| {
+                if observe {
+                    values.merge_remote(update, hlc)
+                } else {
+                    values.merge(update)
+                }
+            });
+        if outcome.changed.is_empty() {
+            return Ok(outcome);
+        }
+        self.dirty_values.extend(outcome.changed.iter().cloned());
+        if self.shared.room.durability == Durability::Strict && !self.store_values().await {
+            for (name, value) in before {
+                self.values.restore(&name, value);
+                self.dirty_values.remove(&name);
+            }
+            return Err("the store is failing: nothing was changed; try again later".into());
+        }
+        for name in &outcome.changed {
+            if let Some(value) = self.values.get(name) {
+                let frame = values_frame(&ServerMessage::State(plait_crdt::Update {
+                    name: name.clone(),
+                    value: value.clone(),
+                }));
+                self.broadcast_where(&frame, |_, member| member.link.values);
+            }
+        }
+        self.bus_values(outcome.changed.iter());
+        Ok(outcome)
     }
 
     /// Writes a history snapshot when the interval has passed since the last one and the room
