@@ -1,87 +1,11 @@
-//! Authentication: JSON Web Tokens that name the rooms a client may open and its right there.
-//!
-//! A token is a JWT signed with HS256 (a shared secret, `--auth-secret`) or with EdDSA or
-//! ES256 (public keys from `--auth-public-key-file`: one PEM key, or a JWKS document whose keys
-//! are chosen by the token's `kid`). The algorithm is pinned by the key, never taken from the
-//! token: an HS256 token is checked only against the secret, an EdDSA token only against an
-//! Ed25519 key, and `alg: none` (or anything else) is refused. `exp` is required; the leeway is
-//! `--auth-leeway-secs` (at most [`MAX_LEEWAY_SECS`]).
-//!
-//! Claims (besides `exp`, and optionally `iat`/`nbf`):
-//! - `rooms`: room names or patterns, where `*` matches any run of characters (`/` included):
-//!   `["notes", "team-*"]`.
-//! - `right`: `read`, `write` or `admin`. Each includes the ones before it.
-//! - `user` (optional): a display name the server stamps into the connection's awareness state.
-//!
-//! A client presents its token at the WebSocket upgrade, in the first of these that is present:
-//! an `Authorization: Bearer TOKEN` header, a `Sec-WebSocket-Protocol` entry `plait-auth.TOKEN`,
-//! or the query parameter `token` (what a stock `WebsocketProvider` sends from its `params`).
+//! Checking tokens: the keys, each pinned to one algorithm, and what a token must satisfy.
 
 use std::path::Path;
 
-use axum::http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
-use axum::http::{HeaderMap, Uri};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 
-/// The most clock skew `--auth-leeway-secs` may allow on `exp` and `nbf`, in seconds.
-pub const MAX_LEEWAY_SECS: u64 = 60;
-/// Longest token accepted, in bytes; longer ones are refused unread.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Most room patterns one token may carry; more make the token invalid.
-pub const MAX_ROOM_PATTERNS: usize = 256;
-/// The `Sec-WebSocket-Protocol` prefix that carries a token: `plait-auth.<jwt>`.
-pub const SUBPROTOCOL_PREFIX: &str = "plait-auth.";
-
-/// What a token allows in the rooms it names. Each right includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Right {
-    /// Sync, receive edits and appear in presence; edits sent are refused.
-    Read,
-    /// Read and edit.
-    Write,
-    /// Write, and kick sessions through the admin API.
-    Admin,
-}
-
-impl std::str::FromStr for Right {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "read" => Ok(Right::Read),
-            "write" => Ok(Right::Write),
-            "admin" => Ok(Right::Admin),
-            other => Err(format!("unknown right {other:?}: use read, write or admin")),
-        }
-    }
-}
-
-/// The claims plait reads from a token (the wire format of its payload).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Expiry, in seconds since the Unix epoch. Required.
-    pub exp: u64,
-    /// Issued at, in seconds since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-    /// Room names and patterns (`*` matches any run of characters).
-    pub rooms: Vec<String>,
-    /// The right in those rooms.
-    pub right: Right,
-    /// A display name, stamped into the connection's awareness state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-}
-
-impl Claims {
-    /// Whether these claims cover `room`.
-    pub fn covers(&self, room: &str) -> bool {
-        self.rooms.iter().any(|p| room_matches(p, room))
-    }
-}
+use crate::{Claims, Right, MAX_LEEWAY_SECS, MAX_ROOM_PATTERNS, MAX_TOKEN_BYTES};
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,27 +30,34 @@ pub enum KeyError {
     /// The key file could not be read.
     #[error("reading {path}: {source}")]
     Read {
+        /// The key file.
         path: String,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// The key file holds no key plait can use.
     #[error("{path}: {reason}")]
-    Unusable { path: String, reason: String },
+    Unusable {
+        /// The key file (or `public keys` when they were not read from a file).
+        path: String,
+        /// What is wrong with its keys.
+        reason: String,
+    },
 }
 
 /// One verification key with the one algorithm it may verify.
 struct VerifyKey {
-    /// The `kid` a token must name; `None` (a PEM key) matches any or no `kid`.
+    /// The `kid` a token must name; `None` (a PEM key or the secret) matches any or no `kid`.
     kid: Option<String>,
     alg: Algorithm,
     key: DecodingKey,
 }
 
 /// Checks tokens against the configured keys. Built once at startup.
-pub(crate) struct Authenticator {
+pub struct Authenticator {
     keys: Vec<VerifyKey>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds (at most [`MAX_LEEWAY_SECS`]).
-    pub(crate) leeway_secs: u64,
+    leeway_secs: u64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -141,13 +72,50 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// The authenticator for a secret and/or a public key file; `None` when neither is given
-    /// (auth off).
+    /// (auth off). A leeway above [`MAX_LEEWAY_SECS`] is lowered to it.
     ///
     /// # Errors
     /// The key file cannot be read or holds no usable key.
-    pub(crate) fn new(
+    pub fn new(
         secret: Option<&str>,
         public_key_file: Option<&Path>,
+        leeway_secs: u64,
+    ) -> Result<Option<Self>, KeyError> {
+        let public_keys = match public_key_file {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                Some((text, shown))
+            }
+            None => None,
+        };
+        Self::build(
+            secret,
+            public_keys.as_ref().map(|(t, s)| (t.as_str(), s.as_str())),
+            leeway_secs,
+        )
+    }
+
+    /// As [`Authenticator::new`], with the public keys given as the text of a key file (one
+    /// PEM key, or a JWKS document).
+    ///
+    /// # Errors
+    /// The text holds no usable key.
+    pub fn from_key_text(
+        secret: Option<&str>,
+        public_keys: Option<&str>,
+        leeway_secs: u64,
+    ) -> Result<Option<Self>, KeyError> {
+        Self::build(secret, public_keys.map(|t| (t, "public keys")), leeway_secs)
+    }
+
+    /// `public_keys`: the text of the keys and how to name them in errors.
+    fn build(
+        secret: Option<&str>,
+        public_keys: Option<(&str, &str)>,
         leeway_secs: u64,
     ) -> Result<Option<Self>, KeyError> {
         let mut keys = Vec::new();
@@ -158,8 +126,8 @@ impl Authenticator {
                 key: DecodingKey::from_secret(secret.as_bytes()),
             });
         }
-        if let Some(path) = public_key_file {
-            keys.extend(load_public_keys(path)?);
+        if let Some((text, shown)) = public_keys {
+            keys.extend(parse_public_keys(text, shown)?);
         }
         Ok((!keys.is_empty()).then_some(Authenticator {
             keys,
@@ -167,11 +135,17 @@ impl Authenticator {
         }))
     }
 
-    /// Verifies a token's signature, algorithm, `exp` and `nbf`, and returns its claims.
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds (at most [`MAX_LEEWAY_SECS`]).
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// Verifies a token's length, signature, algorithm, `exp` and `nbf`, and the number of its
+    /// rooms, and returns its claims.
     ///
     /// # Errors
     /// [`AuthError::Expired`] or [`AuthError::Invalid`].
-    pub(crate) fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("too long"));
         }
@@ -210,8 +184,9 @@ impl Authenticator {
     /// Verifies `token` and checks that it grants at least `need` in `room`.
     ///
     /// # Errors
-    /// As [`Authenticator::verify`], or [`AuthError::Forbidden`].
-    pub(crate) fn authorize(
+    /// As [`Authenticator::verify`], or [`AuthError::Missing`] without a token, or
+    /// [`AuthError::Forbidden`].
+    pub fn authorize(
         &self,
         token: Option<&str>,
         room: &str,
@@ -225,19 +200,15 @@ impl Authenticator {
     }
 }
 
-fn load_public_keys(path: &Path) -> Result<Vec<VerifyKey>, KeyError> {
-    let shown = path.display().to_string();
+/// The keys of a PEM key or a JWKS document; `shown` names them in errors.
+fn parse_public_keys(text: &str, shown: &str) -> Result<Vec<VerifyKey>, KeyError> {
     let unusable = |reason: String| KeyError::Unusable {
-        path: shown.clone(),
+        path: shown.to_owned(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: shown.clone(),
-        source,
-    })?;
     if text.trim_start().starts_with('{') {
         let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| unusable(format!("not a JWKS: {e}")))?;
+            serde_json::from_str(text).map_err(|e| unusable(format!("not a JWKS: {e}")))?;
         let mut keys = Vec::new();
         for jwk in &set.keys {
             let alg = match &jwk.algorithm {
@@ -299,85 +270,6 @@ pub fn now_secs() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
 
-/// Whether `room` matches `pattern`, where `*` matches any run of characters (empty and `/`
-/// included) and every other character matches itself. Linear in practice; at worst
-/// O(pattern × room), both of which are bounded.
-pub fn room_matches(pattern: &str, room: &str) -> bool {
-    let p = pattern.as_bytes();
-    let r = room.as_bytes();
-    let (mut pi, mut ri) = (0, 0);
-    // Where the last `*` was, and the room position it currently swallows up to.
-    let mut star: Option<(usize, usize)> = None;
-    while ri < r.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ri));
-            pi += 1;
-        } else if pi < p.len() && p[pi] == r[ri] {
-            pi += 1;
-            ri += 1;
-        } else if let Some((sp, sr)) = star {
-            pi = sp + 1;
-            ri = sr + 1;
-            star = Some((sp, sr + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// The token a WebSocket upgrade presents: `Authorization: Bearer`, then a
-/// `plait-auth.` subprotocol, then the `token` query parameter.
-pub(crate) fn token_from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
-    bearer(headers)
-        .or_else(|| subprotocol_token(headers))
-        .or_else(|| query_param(uri, "token"))
-}
-
-/// The token of an `Authorization: Bearer TOKEN` header.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
-        .filter(|t| !t.is_empty())
-}
-
-fn subprotocol_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(SUBPROTOCOL_PREFIX).map(str::to_owned))
-}
-
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| {
-            percent_encoding::percent_decode_str(v)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
-
-/// Whether an offered subprotocol carries a token (and so should not be echoed when a plain
-/// one is also offered).
-pub(crate) fn is_token_subprotocol(protocol: &str) -> bool {
-    protocol.starts_with(SUBPROTOCOL_PREFIX)
-}
-
-/// A path with its query string replaced by `?…`, for logs: query strings carry tokens.
-pub(crate) fn redact_query(uri: &Uri) -> String {
-    match uri.query() {
-        Some(_) => format!("{}?…", uri.path()),
-        None => uri.path().to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,24 +286,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn patterns_match_like_globs() {
-        assert!(room_matches("notes", "notes"));
-        assert!(!room_matches("notes", "notes2"));
-        assert!(room_matches("team-*", "team-a"));
-        assert!(room_matches("team-*", "team-"));
-        assert!(room_matches("team-*", "team-a/b"));
-        assert!(!room_matches("team-*", "other"));
-        assert!(room_matches("*", "anything"));
-        assert!(room_matches("a*b*c", "a-x-b-y-c"));
-        assert!(!room_matches("a*b*c", "a-x-b-y"));
-        assert!(room_matches("*-doc", "x-doc"));
-        assert!(!room_matches("", "x"));
+    fn hs256() -> Authenticator {
+        Authenticator::new(Some(SECRET), None, 30).unwrap().unwrap()
     }
 
     #[test]
     fn verifies_hs256_and_refuses_the_rest() {
-        let auth = Authenticator::new(Some(SECRET), None, 30).unwrap().unwrap();
+        let auth = hs256();
         let now = now_secs();
         let good = issue_hs256(SECRET, &claims(&["team-*"], Right::Write, now + 60)).unwrap();
         assert_eq!(auth.verify(&good).unwrap().right, Right::Write);
@@ -452,6 +333,83 @@ mod tests {
         .unwrap();
         assert!(matches!(auth.verify(&no_exp), Err(AuthError::Invalid(_))));
         assert!(matches!(auth.verify("garbage"), Err(AuthError::Invalid(_))));
+        assert!(matches!(auth.verify(""), Err(AuthError::Invalid(_))));
+        assert!(matches!(auth.verify(".."), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_leeway_is_capped() {
+        let auth = Authenticator::new(Some(SECRET), None, 3_600)
+            .unwrap()
+            .unwrap();
+        assert_eq!(auth.leeway_secs(), MAX_LEEWAY_SECS);
+        let now = now_secs();
+        let late = issue_hs256(SECRET, &claims(&["*"], Right::Read, now - 120)).unwrap();
+        assert_eq!(auth.verify(&late), Err(AuthError::Expired));
+    }
+
+    /// An HS256 token of exactly `len` bytes, padded through the `user` claim and the `kid`
+    /// header (base64 cannot make every length from the payload alone).
+    fn token_of_len(len: usize, c: &Claims) -> String {
+        for kid_len in 0..4 {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = (kid_len > 0).then(|| "k".repeat(kid_len));
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let sign = |user_len: usize| {
+                let padded = Claims {
+                    user: Some("u".repeat(user_len)),
+                    ..c.clone()
+                };
+                jsonwebtoken::encode(&header, &padded, &key).unwrap()
+            };
+            let base = sign(0).len();
+            let Some(room) = len.checked_sub(base) else {
+                continue;
+            };
+            // Every 3 payload bytes add 4 token bytes; look around where `len` must be.
+            let start = (room * 3 / 4).saturating_sub(4);
+            for user_len in start..start + 8 {
+                let token = sign(user_len);
+                if token.len() == len {
+                    return token;
+                }
+            }
+        }
+        panic!("no token of {len} bytes");
+    }
+
+    /// Pins the length bound at its edge: a valid token of `MAX_TOKEN_BYTES` is accepted, one
+    /// byte more is refused before anything is decoded.
+    #[test]
+    fn tokens_are_accepted_up_to_max_token_bytes() {
+        let auth = hs256();
+        let c = claims(&["r"], Right::Read, now_secs() + 60);
+        let at_max = token_of_len(MAX_TOKEN_BYTES, &c);
+        assert_eq!(auth.verify(&at_max).unwrap().rooms, c.rooms);
+        let past_max = token_of_len(MAX_TOKEN_BYTES + 1, &c);
+        assert_eq!(auth.verify(&past_max), Err(AuthError::Invalid("too long")));
+    }
+
+    #[test]
+    fn tokens_may_name_up_to_max_room_patterns() {
+        let auth = hs256();
+        let exp = now_secs() + 60;
+        let names: Vec<String> = (0..=MAX_ROOM_PATTERNS).map(|i| format!("r{i}-*")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let at_max = issue_hs256(
+            SECRET,
+            &claims(&names[..MAX_ROOM_PATTERNS], Right::Read, exp),
+        )
+        .unwrap();
+        let verified = auth.verify(&at_max).unwrap();
+        assert_eq!(verified.rooms.len(), MAX_ROOM_PATTERNS);
+        assert!(verified.covers(&format!("r{}-x", MAX_ROOM_PATTERNS - 1)));
+        assert!(!verified.covers(&format!("r{MAX_ROOM_PATTERNS}-x")));
+        let past_max = issue_hs256(SECRET, &claims(&names, Right::Read, exp)).unwrap();
+        assert_eq!(
+            auth.verify(&past_max),
+            Err(AuthError::Invalid("too many rooms"))
+        );
     }
 
     /// A throwaway Ed25519 key pair (`openssl genpkey -algorithm ed25519`), for tests only.
@@ -490,25 +448,39 @@ mod tests {
             Err(AuthError::Invalid(_))
         ));
         assert_eq!(from_jwks.verify(&hs).unwrap(), c);
+
+        // The same keys as text.
+        let from_text = Authenticator::from_key_text(None, Some(ED_JWKS), 30)
+            .unwrap()
+            .unwrap();
+        assert_eq!(from_text.verify(&eddsa(Some("k2"), &c)).unwrap(), c);
+    }
+
+    #[test]
+    fn unusable_keys_are_errors() {
+        let missing = Authenticator::new(None, Some(Path::new("/nonexistent/plait.pem")), 30);
+        assert!(matches!(missing, Err(KeyError::Read { .. })));
+        for text in [
+            "not a key",
+            "{",
+            r#"{"keys":[]}"#,
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
+        ] {
+            assert!(
+                matches!(
+                    Authenticator::from_key_text(None, Some(text), 30),
+                    Err(KeyError::Unusable { .. })
+                ),
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn no_keys_means_auth_off() {
         assert!(Authenticator::new(None, None, 30).unwrap().is_none());
-    }
-
-    #[test]
-    fn tokens_come_from_header_subprotocol_or_query() {
-        let mut h = HeaderMap::new();
-        let uri: Uri = "/room?token=q%2Eq&x=1".parse().unwrap();
-        assert_eq!(token_from_request(&h, &uri).as_deref(), Some("q.q"));
-        h.insert(
-            SEC_WEBSOCKET_PROTOCOL,
-            "plait, plait-auth.s.s".parse().unwrap(),
-        );
-        assert_eq!(token_from_request(&h, &uri).as_deref(), Some("s.s"));
-        h.insert(AUTHORIZATION, "Bearer h.h".parse().unwrap());
-        assert_eq!(token_from_request(&h, &uri).as_deref(), Some("h.h"));
-        assert_eq!(redact_query(&uri), "/room?…");
+        assert!(Authenticator::from_key_text(None, None, 30)
+            .unwrap()
+            .is_none());
     }
 }
