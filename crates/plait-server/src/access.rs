@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 use axum::http::header::{ORIGIN, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use dashmap::DashMap;
 use plait_protocol::message::encode_permission_denied;
 use plait_protocol::AwarenessEntry;
-use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::auth::{self, AuthError, Authenticator, Right};
 use crate::config::Config;
 use crate::metrics as m;
+use crate::outbox::{CloseSignal, Outbox};
 use crate::room::{Close, ConnId, Inbound};
 use crate::Shared;
 
@@ -81,7 +80,7 @@ struct Session {
     room: Arc<str>,
     user: Option<String>,
     /// The connection's close channel (capacity 1; the first close wins).
-    control: mpsc::Sender<Close>,
+    control: CloseSignal,
 }
 
 /// What the upgrade established about a connection.
@@ -211,7 +210,7 @@ impl Access {
                     Ok(claims) => Grant {
                         right: claims.right,
                         user: claims.user,
-                        expires_at: Some(claims.exp.saturating_add(authenticator.leeway_secs)),
+                        expires_at: Some(claims.exp.saturating_add(authenticator.leeway_secs())),
                     },
                     Err(e) => {
                         // The reason only: never the token, never the query string.
@@ -250,7 +249,7 @@ impl Access {
         conn: ConnId,
         room: &str,
         grant: &Grant,
-        control: mpsc::Sender<Close>,
+        control: CloseSignal,
     ) -> SessionGuard {
         shared.access.sessions.insert(
             conn,
@@ -271,7 +270,7 @@ impl Access {
         let mut n = 0;
         for s in self.sessions.iter() {
             if select(&s.room, s.user.as_deref()) {
-                let _ = s.control.try_send(KICKED);
+                s.control.close(KICKED);
                 n += 1;
             }
         }
@@ -437,7 +436,7 @@ pub(crate) struct ConnPolicy {
     user: Option<String>,
     /// A clone of the connection's outbox, for the permission-denied notice only (`try_send`:
     /// the notice is advisory and skipped when the outbox is full). Dropped with the policy.
-    outbox: mpsc::Sender<Bytes>,
+    outbox: Outbox,
     last_denied: Option<Instant>,
     messages: TokenBucket,
     bytes: TokenBucket,
@@ -449,7 +448,7 @@ pub(crate) struct ConnPolicy {
 }
 
 impl ConnPolicy {
-    pub(crate) fn new(rates: &Rates, grant: &Grant, outbox: mpsc::Sender<Bytes>) -> Self {
+    pub(crate) fn new(rates: &Rates, grant: &Grant, outbox: Outbox) -> Self {
         let now = Instant::now();
         let expires_at = grant.expires_at.map(|exp| {
             let left = exp.saturating_sub(auth::now_secs());

@@ -98,6 +98,15 @@ impl Awareness {
         accepted
     }
 
+    /// The connection that holds `client`'s presence and renewed it within
+    /// [`TAKEOVER_AFTER`]: the one allowed to write document structs under that client id.
+    pub(crate) fn live_owner(&self, client: u64, now: Instant) -> Option<ConnId> {
+        self.entries
+            .get(&client)
+            .filter(|e| e.state != "null" && now.duration_since(e.updated) < TAKEOVER_AFTER)
+            .map(|e| e.owner)
+    }
+
     fn owned_by(&self, conn: ConnId) -> usize {
         self.entries
             .values()

@@ -89,6 +89,19 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Largest document a room may grow to, in encoded bytes (its snapshot plus the updates
+    /// since). An update that would pass it is refused: the sender gets a permission-denied
+    /// message ("document size limit reached") and stays connected; nothing is stored.
+    #[arg(long, env = "PLAIT_MAX_DOCUMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_document_bytes: usize,
+
+    /// Let a connection write document structs under a client id whose awareness another live
+    /// connection holds. Off by default: such an update is refused and its sender closed with
+    /// 1013, so nobody can squat another user's client id and make their edits look applied.
+    /// Turn on when clients relay each other's edits (y-webrtc beside y-websocket).
+    #[arg(long, env = "PLAIT_ALLOW_CLIENT_ID_RELAY")]
+    pub allow_client_id_relay: bool,
+
     /// Longest room name, in bytes after percent-decoding; longer names are refused with 414.
     #[arg(long, env = "PLAIT_MAX_ROOM_NAME_BYTES", default_value_t = 256)]
     pub max_room_name_bytes: usize,
@@ -97,6 +110,11 @@ pub struct Config {
     /// (code 1013; the client reconnects and resyncs).
     #[arg(long, env = "PLAIT_OUTBOX_FRAMES", default_value_t = 1024)]
     pub outbox_frames: usize,
+
+    /// Most bytes queued for one connection; past it the connection is closed as a slow
+    /// consumer (1013), like a full --outbox-frames. A frame into an empty outbox always goes.
+    #[arg(long, env = "PLAIT_MAX_OUTBOX_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_outbox_bytes: usize,
 
     /// Bytes of updates with missing dependencies a room may hold; past it they are dropped
     /// and their senders asked to resync.
@@ -138,7 +156,9 @@ pub struct Config {
     #[arg(long, env = "PLAIT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// Most open WebSocket connections; past it upgrades are refused with 503.
+    /// Most open WebSocket connections; past it upgrades are refused with 503. Connections
+    /// still in their HTTP phase (before an upgrade, or API requests) are capped at twice this;
+    /// past that new sockets are closed at accept.
     #[arg(long, env = "PLAIT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
@@ -163,8 +183,9 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_AWARENESS_PER_SEC", default_value_t = 30)]
     pub max_awareness_per_sec: u32,
 
-    /// How long after the upgrade a connection may stay silent before its first frame; past
-    /// it the connection is closed with 1008.
+    /// How long a new TCP connection may take to send its HTTP request head (past it the
+    /// socket is closed), and how long after the upgrade a WebSocket may stay silent before
+    /// its first frame (past it: close 1008).
     #[arg(long, env = "PLAIT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
 
@@ -230,6 +251,9 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err("--max-message-bytes must be at least 1024".into());
         }
+        if self.max_document_bytes < 1024 {
+            return Err("--max-document-bytes must be at least 1024".into());
+        }
         if self.flush_interval_ms == 0 {
             return Err("--flush-interval-ms must be at least 1".into());
         }
@@ -278,6 +302,8 @@ impl Config {
             idle_grace: Duration::from_millis(self.room_idle_ms),
             max_pending_bytes: self.max_pending_bytes,
             max_uncommitted_bytes: self.max_uncommitted_bytes,
+            max_document_bytes: self.max_document_bytes,
+            bind_client_ids: !self.allow_client_id_relay,
             history_interval: Duration::from_millis(self.history_interval_ms),
             history_retention: (self.history_retention_hours > 0)
                 .then(|| Duration::from_secs(self.history_retention_hours * 3600)),
@@ -295,6 +321,8 @@ pub(crate) struct RoomConfig {
     pub(crate) idle_grace: Duration,
     pub(crate) max_pending_bytes: usize,
     pub(crate) max_uncommitted_bytes: usize,
+    pub(crate) max_document_bytes: usize,
+    pub(crate) bind_client_ids: bool,
     pub(crate) history_interval: Duration,
     pub(crate) history_retention: Option<Duration>,
 }

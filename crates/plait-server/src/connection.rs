@@ -11,7 +11,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use plait_crdt::{ClientMessage, PLAIT_CRDT_MESSAGE};
 use plait_protocol::{Message, SyncMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, Instrument};
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
@@ -19,6 +19,7 @@ use yrs::{StateVector, Update};
 use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant};
 use crate::hub::HubError;
 use crate::metrics as m;
+use crate::outbox::{self, CloseSignal, OutboxRx};
 use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
 use crate::Shared;
 
@@ -88,8 +89,9 @@ pub(crate) async fn serve(
         let _permit = permit;
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         let (sink, stream) = socket.split();
-        let (outbox_tx, outbox_rx) = mpsc::channel(shared.outbox_frames);
-        let (control_tx, control_rx) = mpsc::channel(1);
+        let (outbox_tx, outbox_rx) = outbox::channel(shared.outbox_frames, shared.max_outbox_bytes);
+        let control_tx = CloseSignal::default();
+        let control_rx = control_tx.clone();
         // Milliseconds since `epoch` when the peer was last heard from; read by the writer to
         // find dead peers.
         let epoch = Instant::now();
@@ -148,7 +150,7 @@ pub(crate) async fn serve(
                         () = &mut writer_done => {}
                         () = expiry => {
                             info!("token expired; closing");
-                            let _ = control_tx.try_send(access::TOKEN_EXPIRED);
+                            control_tx.close(access::TOKEN_EXPIRED);
                         }
                     }
                     let _ = handle.tx.send(RoomCmd::Leave { conn }).await;
@@ -156,7 +158,7 @@ pub(crate) async fn serve(
                 Err(close) => {
                     metrics::counter!(m::REFUSED, "reason" => close.reason).increment(1);
                     info!(reason = close.reason, "refused");
-                    let _ = control_tx.try_send(close);
+                    control_tx.close(close);
                 }
             }
         }
@@ -216,7 +218,7 @@ async fn read_loop(
     room: &RoomHandle,
     peer: Peer,
     shared: &Shared,
-    control: &mpsc::Sender<Close>,
+    control: &CloseSignal,
     epoch: Instant,
     last_heard: &AtomicU64,
     policy: &mut ConnPolicy,
@@ -227,7 +229,7 @@ async fn read_loop(
             Ok(None) => return,
             Err(close) => {
                 info!(reason = close.reason, "closing connection");
-                let _ = control.try_send(close);
+                control.close(close);
                 return;
             }
         };
@@ -258,7 +260,7 @@ async fn read_loop(
                     return;
                 };
                 info!(error = %e, "closing connection");
-                let _ = control.try_send(close);
+                control.close(close);
                 return;
             }
         };
@@ -269,7 +271,7 @@ async fn read_loop(
             Err(e) => {
                 metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "malformed").increment(1);
                 info!(error = %e, "malformed message; closing connection");
-                let _ = control.try_send(PROTOCOL_ERROR);
+                control.close(PROTOCOL_ERROR);
                 return;
             }
         };
@@ -352,23 +354,26 @@ struct WriterClock {
 /// sending a close frame, when every sender of the outbox is gone, or on a write error.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut outbox: mpsc::Receiver<Bytes>,
-    mut control: mpsc::Receiver<Close>,
+    mut outbox: OutboxRx,
+    control: CloseSignal,
     clock: WriterClock,
 ) {
     let mut ping = tokio::time::interval(clock.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    let mut batch = Vec::with_capacity(64);
+    // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
+    let mut batch = Vec::new();
     let close = loop {
         tokio::select! {
             biased;
-            close = control.recv() => break close,
+            close = control.closed() => break Some(close),
             n = outbox.recv_many(&mut batch, 64) => {
                 if n == 0 {
                     break None;
                 }
+                let mut bytes = 0;
                 for frame in batch.drain(..) {
+                    bytes += frame.len();
                     if sink.feed(WsMessage::Binary(frame)).await.is_err() {
                         return;
                     }
@@ -376,6 +381,8 @@ async fn write_loop(
                 if sink.flush().await.is_err() {
                     return;
                 }
+                outbox.written(bytes);
+                batch = Vec::new();
             }
             _ = ping.tick() => {
                 let silent_ms = (clock.epoch.elapsed().as_millis() as u64)

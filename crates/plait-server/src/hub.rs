@@ -71,7 +71,10 @@ impl Hub {
     pub(crate) fn members(&self, name: &str) -> usize {
         self.rooms
             .get(name)
-            .map_or(0, |h| h.n_members.load(Ordering::Relaxed))
+            .map_or(0, |h| match h.n_members.load(Ordering::Relaxed) {
+                room::LOADING => 0,
+                n => n,
+            })
     }
 
     /// Asks one idle room to unload; returns whether one was found.

@@ -9,16 +9,19 @@
 //! - `room`: the room actor that owns a document, its awareness, its CRDT values and its
 //!   members.
 //! - `values_api`: the HTTP API for a room's CRDT values.
+//! - [`snapshot_file`]: the plait snapshot file (document and values) that export writes;
+//!   [`stored_values`]: values between rooms, the store and files (the merge on write, what a
+//!   restore does to values).
 //! - `awareness`: the awareness table with y-protocols' clock rules.
 //! - `metrics`: metric names and the Prometheus recorder.
-//! - [`auth`]: JWT verification and room patterns; `access`: upgrade checks, connection caps,
-//!   per-connection rules (read-only, identity stamping, rate limits); `kick`: the admin kick.
+//! - [`auth`]: the `plait-auth` crate, re-exported: JWT verification, room patterns, tokens in
+//!   requests; `access`: upgrade checks, connection caps, per-connection rules (read-only,
+//!   identity stamping, rate limits); `kick`: the admin kick.
 //!
 //! Entry point: [`run`].
 
 mod access;
 pub mod admin;
-pub mod auth;
 mod awareness;
 mod bus;
 pub mod config;
@@ -28,16 +31,21 @@ mod http;
 mod hub;
 mod kick;
 mod metrics;
+mod outbox;
 mod room;
+mod serve;
+pub mod snapshot_file;
+pub mod stored_values;
 mod values_api;
 
+/// Tokens: JWT verification, claims, room patterns (the `plait-auth` crate).
+pub use plait_auth as auth;
+
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use plait_store::Store;
 use tokio::net::TcpListener;
@@ -54,6 +62,7 @@ pub(crate) struct Shared {
     room: config::RoomConfig,
     limits: plait_protocol::Limits,
     outbox_frames: usize,
+    max_outbox_bytes: usize,
     ping_interval: Duration,
     max_message_bytes: usize,
     max_room_name_bytes: usize,
@@ -161,6 +170,7 @@ pub async fn run(
         room: config.room(),
         limits,
         outbox_frames: config.outbox_frames,
+        max_outbox_bytes: config.max_outbox_bytes,
         ping_interval: Duration::from_millis(config.ping_interval_ms),
         max_message_bytes: config.max_message_bytes,
         max_room_name_bytes: config.max_room_name_bytes,
@@ -181,16 +191,16 @@ pub async fn run(
         trigger.cancel();
     });
     let app = http::app(shared.clone());
-    let listener = listener.tap_io(|tcp| {
-        // Without TCP_NODELAY small frames wait for ACKs (Nagle), adding tens of ms.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
+    // Room for every WebSocket the caps allow plus as many plain HTTP requests.
+    let max_open = config.max_connections.saturating_mul(2);
+    serve::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        Duration::from_millis(config.handshake_timeout_ms),
+        max_open,
+        token.clone(),
     )
-    .with_graceful_shutdown(token.clone().cancelled_owned())
-    .await?;
+    .await;
     shared.tracker.close();
     let deadline = Duration::from_millis(config.shutdown_timeout_ms);
     if tokio::time::timeout(deadline, shared.tracker.wait())

@@ -23,10 +23,10 @@ use plait_crdt::{
     SystemClock, Value, Values, PLAIT_CRDT_MESSAGE,
 };
 use plait_protocol::awareness::encode_entries;
-use plait_protocol::message::encode_custom;
 use plait_protocol::message::{
     encode_awareness, encode_sync_step1, encode_sync_step2, encode_update,
 };
+use plait_protocol::message::{encode_custom, encode_permission_denied};
 use plait_protocol::AwarenessEntry;
 use plait_store::{Snapshot, SnapshotKind, StoredRoom, StoredValue};
 use serde_json::Value as Json;
@@ -39,6 +39,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
 use crate::awareness::Awareness;
 use crate::config::Durability;
 use crate::metrics as m;
+use crate::outbox::{CloseSignal, Outbox};
 use crate::Shared;
 
 /// Identifies one WebSocket connection for the life of the process.
@@ -46,6 +47,8 @@ pub(crate) type ConnId = u64;
 
 /// Commands a room's inbox accepts before it drains them in one batch.
 const MAX_BATCH: usize = 512;
+/// Capacity of the batch buffer a room keeps between batches.
+const BATCH_KEPT: usize = 32;
 /// Bound on the inbox. Connection readers `send().await` into it, so a full inbox pushes back
 /// on their sockets (TCP flow control reaches the clients) instead of growing memory.
 pub(crate) const INBOX_CAPACITY: usize = 1024;
@@ -87,7 +90,16 @@ impl Close {
         code: 1007,
         reason: "update could not be applied",
     };
+    /// Transient on purpose: a client that reconnected before the server noticed its old
+    /// socket was dead retries, and gets in once the old session's presence goes stale.
+    pub(crate) const CLIENT_ID_IN_USE: Close = Close {
+        code: 1013,
+        reason: "client id in use by another connection: retry later",
+    };
 }
+
+/// The permission-denied reason sent for an update refused by `--max-document-bytes`.
+const DOCUMENT_FULL: &str = "document size limit reached";
 
 /// How a room reaches one member connection.
 #[derive(Debug)]
@@ -95,10 +107,10 @@ pub(crate) struct MemberLink {
     /// Frames for the connection's writer task. The room sends with `try_send`: a full outbox
     /// marks a slow consumer, which is closed rather than waited for. Dropping it (on leave or
     /// close) ends the writer once it has drained.
-    pub(crate) outbox: mpsc::Sender<Bytes>,
+    pub(crate) outbox: Outbox,
     /// Capacity 1, shared with the connection's reader: the first close wins, later ones are
     /// dropped by `try_send`.
-    pub(crate) control: mpsc::Sender<Close>,
+    pub(crate) control: CloseSignal,
     /// Whether the connection opted in to CRDT values (`?plait-values=1`); only those are
     /// ever sent a [`PLAIT_CRDT_MESSAGE`] frame.
     pub(crate) values: bool,
@@ -121,8 +133,9 @@ pub(crate) enum Inbound {
 
 mod admin;
 mod cluster;
+mod stored;
 
-pub(crate) use admin::{AdminOp, AdminReply, AdminResult};
+pub(crate) use admin::{AdminOp, AdminReply, AdminResult, RestoreTarget};
 
 /// The connection id of changes made through the admin API (no connection has it).
 const ADMIN_CONN: ConnId = 0;
@@ -227,9 +240,13 @@ pub(crate) struct RoomHandle {
     /// Unique per loaded instance, so an unloading room removes only its own registry entry.
     pub(crate) id: u64,
     pub(crate) tx: mpsc::Sender<RoomCmd>,
-    /// Members right now; read by the hub to find idle rooms to evict.
+    /// Members right now, or [`LOADING`]; read by the hub to find idle rooms to evict.
     pub(crate) n_members: Arc<AtomicUsize>,
 }
+
+/// `n_members` of a room still loading: the joins that made it load are queued, not counted,
+/// so it must not look idle to the hub.
+pub(crate) const LOADING: usize = usize::MAX;
 
 /// What applying one batch produced.
 struct Applied {
@@ -264,6 +281,12 @@ pub(crate) struct Room {
     /// Update log entries and bytes since the last snapshot, to decide compaction.
     log_updates: u64,
     log_bytes: u64,
+    /// The document's encoded size for `--max-document-bytes`: exact after a load of a bare
+    /// snapshot or a compaction, an upper bound once updates were added on top.
+    doc_bytes: usize,
+    doc_bytes_exact: bool,
+    /// Size of the newest compaction snapshot, for [`Room::compaction_due`].
+    snapshot_bytes: usize,
     /// Updates applied to the document but not yet committed, oldest first.
     uncommitted: Vec<Bytes>,
     uncommitted_bytes: usize,
@@ -308,7 +331,7 @@ impl std::fmt::Debug for Room {
 /// before it reads its inbox, so nothing is answered from an empty document.
 pub(crate) fn spawn(name: Arc<str>, id: u64, shared: Arc<Shared>) -> RoomHandle {
     let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
-    let n_members = Arc::new(AtomicUsize::new(0));
+    let n_members = Arc::new(AtomicUsize::new(LOADING));
     let handle = RoomHandle {
         id,
         tx,
@@ -351,13 +374,14 @@ async fn run(
             rx.close();
             while let Some(cmd) = rx.recv().await {
                 if let RoomCmd::Join { link, .. } = cmd {
-                    let _ = link.control.try_send(Close::STORE_UNAVAILABLE);
+                    link.control.close(Close::STORE_UNAVAILABLE);
                 }
             }
             return;
         }
     };
-    let mut room = Room::new(name, id, shared, n_members);
+    let mut room = Room::new(name, id, shared, n_members.clone());
+    n_members.store(0, Ordering::Relaxed);
     room.load(stored);
     room.load_values(stored_values);
     room.cluster = bus_sub.map(cluster::Cluster::new);
@@ -383,6 +407,9 @@ impl Room {
             last_seq: 0,
             log_updates: 0,
             log_bytes: 0,
+            doc_bytes: 0,
+            doc_bytes_exact: true,
+            snapshot_bytes: 0,
             uncommitted: Vec::new(),
             uncommitted_bytes: 0,
             held: Vec::new(),
@@ -426,13 +453,19 @@ impl Room {
         self.last_seq = stored.last_seq;
         self.log_updates = stored.updates.len() as u64;
         self.log_bytes = stored.updates.iter().map(|u| u.data.len() as u64).sum();
+        self.doc_bytes =
+            stored.snapshot.as_ref().map_or(0, |s| s.data.len()) + self.log_bytes as usize;
+        self.doc_bytes_exact = stored.updates.is_empty();
+        self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.data.len());
     }
 
     async fn serve(&mut self, rx: &mut mpsc::Receiver<RoomCmd>) {
         let mut tick = tokio::time::interval(TICK.min(self.shared.room.flush_interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.shared.shutdown.clone();
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Grown by bursts, released after them: a thousand quiet rooms should not each keep
+        // room for MAX_BATCH commands.
+        let mut batch = Vec::new();
         let mut bus_rx = self.cluster.as_mut().and_then(cluster::Cluster::take_rx);
         loop {
             tokio::select! {
@@ -442,6 +475,9 @@ impl Room {
                         break;
                     }
                     let evict = self.handle_batch(&mut batch).await;
+                    if batch.capacity() > BATCH_KEPT {
+                        batch = Vec::new();
+                    }
                     if evict && self.try_unload(rx).await {
                         return;
                     }
@@ -523,6 +559,10 @@ impl Room {
             }
             return;
         }
+        let updates = self.admit_updates(updates);
+        if updates.is_empty() {
+            return;
+        }
         let max_pending = self.shared.room.max_pending_bytes;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let mut txn = self.doc.transact_mut();
@@ -600,6 +640,8 @@ impl Room {
         for (update, origin) in entries {
             let frame = encode_update(&update);
             self.uncommitted_bytes += update.len();
+            self.doc_bytes += update.len();
+            self.doc_bytes_exact = false;
             self.uncommitted.push(update);
             match self.shared.room.durability {
                 Durability::Strict => self.held.push((frame, origin)),
@@ -616,6 +658,77 @@ impl Room {
                 }
             }
         }
+    }
+
+    /// Drops the updates a room must refuse before yrs sees them, and tells their senders:
+    /// - an update that writes new structs under a client id whose awareness another live
+    ///   connection holds (squatting it would make that user's next edits look applied, so
+    ///   they would be dropped as duplicates): the sender is closed with 1013;
+    /// - an update that would grow the document past `--max-document-bytes`: the sender gets
+    ///   a permission-denied message and stays connected.
+    fn admit_updates(
+        &mut self,
+        updates: Vec<(ConnId, Update, Bytes)>,
+    ) -> Vec<(ConnId, Update, Bytes)> {
+        let now = Instant::now();
+        let max_doc = self.shared.room.max_document_bytes;
+        let bind = self.shared.room.bind_client_ids;
+        let mut sv: Option<StateVector> = None;
+        let mut projected = self.doc_bytes;
+        let mut admitted = Vec::with_capacity(updates.len());
+        for (conn, update, raw) in updates {
+            if bind && conn != ADMIN_CONN {
+                let sv = sv.get_or_insert_with(|| self.doc.transact().state_vector());
+                let insertions = update.insertions(true);
+                let squatted = insertions.iter().find_map(|(client, ranges)| {
+                    let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+                    let taken = end > sv.get(client)
+                        && self
+                            .awareness
+                            .live_owner(client.get(), now)
+                            .is_some_and(|owner| owner != conn);
+                    taken.then_some(client.get())
+                });
+                if let Some(client) = squatted {
+                    warn!(
+                        conn,
+                        client,
+                        "update writes under another connection's client id; closing its sender"
+                    );
+                    metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "client_id_in_use")
+                        .increment(1);
+                    self.close(conn, Close::CLIENT_ID_IN_USE);
+                    continue;
+                }
+            }
+            if projected + raw.len() > max_doc && !self.doc_bytes_exact {
+                // The estimate counts every update on top of the last snapshot; measure once
+                // before refusing anything (deletions and GC may have shrunk the document).
+                let exact = self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default())
+                    .len();
+                projected = projected - self.doc_bytes + exact;
+                self.doc_bytes = exact;
+                self.doc_bytes_exact = true;
+            }
+            if projected + raw.len() > max_doc {
+                debug!(
+                    conn,
+                    doc_bytes = projected,
+                    update_bytes = raw.len(),
+                    "update refused: document size limit"
+                );
+                metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "document_too_large")
+                    .increment(1);
+                self.send(conn, encode_permission_denied(DOCUMENT_FULL));
+                continue;
+            }
+            projected += raw.len();
+            admitted.push((conn, update, raw));
+        }
+        admitted
     }
 
     /// Commits what is uncommitted; on success releases held frames and maybe compacts.
@@ -664,9 +777,7 @@ impl Room {
                 // Publish, and catch up if other processes committed in between (before
                 // compaction trusts `last_seq`).
                 self.bus_committed(prev_seq, seq, &committed).await;
-                if self.log_updates >= self.shared.room.compact_after_updates
-                    || self.log_bytes >= self.shared.room.compact_after_bytes
-                {
+                if self.compaction_due() {
                     self.compact().await;
                 }
                 true
@@ -681,6 +792,18 @@ impl Room {
                 false
             }
         }
+    }
+
+    /// Whether the log should be merged into a snapshot now. A snapshot re-encodes the whole
+    /// document, so besides `--compact-after-updates` the log must have grown to half the last
+    /// snapshot's size: ingesting a long document then costs linear work, not quadratic (it
+    /// was 15% of the server's CPU replaying the automerge-paper trace). The byte bound
+    /// `--compact-after-bytes` applies regardless.
+    fn compaction_due(&self) -> bool {
+        let room = &self.shared.room;
+        (self.log_updates >= room.compact_after_updates
+            && self.log_bytes.saturating_mul(2) >= self.snapshot_bytes as u64)
+            || self.log_bytes >= room.compact_after_bytes
     }
 
     /// Merges the log into one snapshot. The store deletes the covered log rows in the same
@@ -704,6 +827,9 @@ impl Room {
                 metrics::counter!(m::COMPACTIONS).increment(1);
                 self.log_updates = 0;
                 self.log_bytes = 0;
+                self.doc_bytes = snapshot.data.len();
+                self.doc_bytes_exact = true;
+                self.snapshot_bytes = snapshot.data.len();
             }
             Err(e) => warn!(error = %e, "compaction failed; the log stays as it is"),
         }
@@ -718,6 +844,9 @@ impl Room {
             data: Bytes::from(txn.encode_state_as_update_v1(&StateVector::default())),
             state_vector: Bytes::from(txn.state_vector().encode_v1()),
             created_at_ms: plait_store::now_ms(),
+            values: Some(Bytes::from(crate::snapshot_file::encode_values(
+                self.values.iter(),
+            ))),
         }
     }
 
@@ -889,7 +1018,7 @@ impl Room {
     /// Removes a member and tells its connection to close with `reason`.
     fn close(&mut self, conn: ConnId, reason: Close) {
         if let Some(member) = self.members.remove(&conn) {
-            let _ = member.link.control.try_send(reason);
+            member.link.control.close(reason);
             self.after_removal(conn);
         }
     }
@@ -921,6 +1050,10 @@ impl Room {
         if !self.members.is_empty() || !self.commit().await || !self.store_values().await {
             return false;
         }
+        // The next load then reads one row instead of up to half a document of updates.
+        if self.log_updates > 0 {
+            self.compact().await;
+        }
         // The state a room is left in is a restore point too.
         self.history_tick(Instant::now(), true).await;
         self.shared.hub.remove(&self.name, self.id);
@@ -946,7 +1079,11 @@ impl Room {
             tokio::time::sleep(self.retry_delay).await;
         }
         for (_, member) in self.members.drain() {
-            let _ = member.link.control.try_send(Close::GOING_AWAY);
+            member.link.control.close(Close::GOING_AWAY);
+        }
+        // A restart then loads one row per room (the cold sync step 2 of a big document).
+        if self.uncommitted.is_empty() && self.log_updates > 0 {
+            self.compact().await;
         }
         self.n_members.store(0, Ordering::Relaxed);
         self.shared.hub.remove(&self.name, self.id);
@@ -1102,8 +1239,9 @@ impl Room {
         }
     }
 
-    /// Stores the full state of every changed value in one `put_values`; returns whether
-    /// nothing is left unstored.
+    /// Stores the full state of every changed value in one `put_values`, which merges it with
+    /// what is stored (another process may have stored the same value meanwhile); returns
+    /// whether nothing is left unstored.
     async fn store_values(&mut self) -> bool {
         if self.dirty_values.is_empty() {
             return true;
@@ -1120,12 +1258,19 @@ impl Room {
             })
             .collect();
         let started = Instant::now();
-        let result = self.shared.store.put_values(&self.name, &rows).await;
+        let result = self
+            .shared
+            .store
+            .put_values(&self.name, &rows, &crate::stored_values::merge_stored)
+            .await;
         metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
-            Ok(()) => {
+            Ok(stored) => {
                 self.dirty_values.clear();
                 self.shared.set_store_healthy(true);
+                self.changed_since_history = true;
+                // What is stored now may hold other processes' changes too.
+                self.adopt_stored(stored);
                 true
             }
             Err(e) => {

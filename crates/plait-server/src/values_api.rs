@@ -26,6 +26,7 @@ use serde_json::{json, Map, Value as JsonValue};
 use tokio::sync::oneshot;
 use tracing::warn;
 
+use crate::http::{check_room_name, RoomNameError};
 use crate::hub::HubError;
 use crate::room::{RoomCmd, ValuesError, ValuesReply, ValuesRequest};
 use crate::Shared;
@@ -47,9 +48,9 @@ pub(crate) enum ApiError {
     /// The body or the path is not what the route takes.
     #[error("{0}")]
     BadRequest(String),
-    /// The room name is longer than `--max-room-name-bytes`.
-    #[error("room name too long")]
-    RoomNameTooLong,
+    /// The room name breaks the rule of [`check_room_name`].
+    #[error("{}", .0.status().1)]
+    RoomName(RoomNameError),
     /// The name holds a value of another kind.
     #[error("{name:?} is a {existing}; it cannot be used as a {requested} (a value's kind is fixed by its first use)")]
     KindConflict {
@@ -69,7 +70,7 @@ impl ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Refused(_) => StatusCode::BAD_REQUEST,
-            ApiError::RoomNameTooLong => StatusCode::URI_TOO_LONG,
+            ApiError::RoomName(e) => e.status().0,
             ApiError::KindConflict { .. } => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -204,13 +205,7 @@ async fn change(
 
 /// Refuses a room name the WebSocket route would refuse too.
 fn check_room(shared: &Shared, room: &str) -> Result<(), ApiError> {
-    if room.is_empty() {
-        return Err(ApiError::BadRequest("name a room".into()));
-    }
-    if room.len() > shared.max_room_name_bytes {
-        return Err(ApiError::RoomNameTooLong);
-    }
-    Ok(())
+    check_room_name(room, shared.max_room_name_bytes).map_err(ApiError::RoomName)
 }
 
 /// Sends a request to the room's actor, loading the room if needed, and waits for its answer.
