@@ -35,11 +35,13 @@ echo "== building plait and plait-bench (release)"
 cargo build --release -p plait -p plait-bench 2>&1 | tail -n 2
 TMP=$(mktemp -d /tmp/plait-durability.XXXXXX)
 # Private copies: a rebuild in the shared target/ during the run must not swap binaries.
-cp target/release/plait target/release/plait-bench "$TMP/"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+cp "$TARGET_DIR/release/plait" "$TARGET_DIR/release/plait-bench" "$TMP/"
 PLAIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 PLAIT_DIRTY=$(git status --porcelain -- crates src 2>/dev/null | wc -l)
 DATE=$(date +%Y-%m-%d)
-OUT="bench/results/durability-${DATE}${SUFFIX}"
+# BENCH_TAG=name keeps several runs of one day apart.
+OUT="bench/results/durability-${DATE}${SUFFIX}${BENCH_TAG:+-$BENCH_TAG}"
 mkdir -p bench/results
 : > "$OUT.jsonl"
 
