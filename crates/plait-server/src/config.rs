@@ -54,7 +54,9 @@ pub struct Config {
     #[arg(long, env = "PLAIT_FLUSH_INTERVAL_MS", default_value_t = 100)]
     pub flush_interval_ms: u64,
 
-    /// Compact a room's log into a snapshot once it holds this many updates.
+    /// Compact a room's log into a snapshot once it holds this many updates and at least half
+    /// the last snapshot's bytes (a snapshot re-encodes the whole document), and always at 16
+    /// times this many. Rooms also compact when they unload or shut down.
     #[arg(long, env = "PLAIT_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
     pub compact_after_updates: u64,
 

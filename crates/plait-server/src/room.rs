@@ -47,6 +47,8 @@ pub(crate) type ConnId = u64;
 
 /// Commands a room's inbox accepts before it drains them in one batch.
 const MAX_BATCH: usize = 512;
+/// A room's log never holds more than this many times `--compact-after-updates` rows.
+const MAX_LOG_ROWS_FACTOR: u64 = 16;
 /// Capacity of the batch buffer a room keeps between batches.
 const BATCH_KEPT: usize = 32;
 /// Bound on the inbox. Connection readers `send().await` into it, so a full inbox pushes back
@@ -798,12 +800,18 @@ impl Room {
     /// document, so besides `--compact-after-updates` the log must have grown to half the last
     /// snapshot's size: ingesting a long document then costs linear work, not quadratic (it
     /// was 15% of the server's CPU replaying the automerge-paper trace). The byte bound
-    /// `--compact-after-bytes` applies regardless.
+    /// `--compact-after-bytes` applies regardless, and so does a row count of
+    /// [`MAX_LOG_ROWS_FACTOR`] times `--compact-after-updates`, which bounds what a load after a
+    /// crash replays when a big document receives many tiny edits.
     fn compaction_due(&self) -> bool {
         let room = &self.shared.room;
         (self.log_updates >= room.compact_after_updates
             && self.log_bytes.saturating_mul(2) >= self.snapshot_bytes as u64)
             || self.log_bytes >= room.compact_after_bytes
+            || self.log_updates
+                >= room
+                    .compact_after_updates
+                    .saturating_mul(MAX_LOG_ROWS_FACTOR)
     }
 
     /// Merges the log into one snapshot. The store deletes the covered log rows in the same

@@ -189,6 +189,47 @@ async fn rooms_survive_a_restart_and_compaction() {
     server.stop().await;
 }
 
+/// A big document is not re-encoded every `--compact-after-updates` edits: the log must also
+/// reach half the snapshot's size, or 16 times the row count.
+#[tokio::test]
+async fn compaction_waits_for_the_log_to_be_worth_it() {
+    let store: Arc<dyn plait_store::Store> = Arc::new(MemoryStore::default());
+    let server = TestServer::start_with(store.clone(), |c| c.compact_after_updates = 10).await;
+    let a = TestClient::connect(&server.url("big")).await;
+    let b = TestClient::connect(&server.url("big")).await;
+    // 20 updates of 5 KB: compacted on the way (the first snapshot is small).
+    for i in 0..20u32 {
+        a.insert(i * 5_000, &"x".repeat(5_000));
+    }
+    b.wait(|_, _| b.text().len() == 100_000, "the big text")
+        .await;
+    let first = store.load_room("big").await.unwrap();
+    let snapshot_seq = first.snapshot.as_ref().expect("compacted").up_to_seq;
+    // 50 one-byte edits: past 10 updates, but far from half of a 100 KB snapshot.
+    for i in 0..50u32 {
+        a.insert(i, "y");
+    }
+    b.wait(|_, _| b.text().len() == 100_050, "the small edits")
+        .await;
+    let later = store.load_room("big").await.unwrap();
+    assert_eq!(
+        later.snapshot.unwrap().up_to_seq,
+        snapshot_seq,
+        "re-encoded for tiny edits"
+    );
+    assert!(later.updates.len() >= 50);
+    // Past 16 × 10 rows the log is merged anyway.
+    for i in 0..120u32 {
+        a.insert(i, "z");
+    }
+    b.wait(|_, _| b.text().len() == 100_170, "more small edits")
+        .await;
+    let last = store.load_room("big").await.unwrap();
+    assert!(last.snapshot.unwrap().up_to_seq > snapshot_seq);
+    assert!(last.updates.len() < 160);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn graceful_shutdown_closes_sockets_with_going_away() {
     let server = TestServer::start().await;
