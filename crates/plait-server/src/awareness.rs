@@ -28,6 +28,15 @@ struct Entry {
     owner: ConnId,
 }
 
+impl Entry {
+    /// Whether the owner still holds this client id: a present state renewed within
+    /// [`TAKEOVER_AFTER`]. Another connection may neither publish for it nor write document
+    /// structs under it.
+    fn held(&self, now: Instant) -> bool {
+        self.state != "null" && now.duration_since(self.updated) < TAKEOVER_AFTER
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Awareness {
     entries: HashMap<u64, Entry>,
@@ -60,13 +69,7 @@ impl Awareness {
         let mut accepted = Vec::new();
         for e in entries {
             match self.entries.get_mut(&e.client) {
-                Some(cur)
-                    if cur.owner != conn
-                        && cur.state != "null"
-                        && now.duration_since(cur.updated) < TAKEOVER_AFTER =>
-                {
-                    continue
-                }
+                Some(cur) if cur.owner != conn && cur.held(now) => continue,
                 Some(cur) => {
                     let newer = e.clock > cur.clock;
                     let removal = e.clock == cur.clock && e.is_removal() && cur.state != "null";
@@ -98,12 +101,12 @@ impl Awareness {
         accepted
     }
 
-    /// The connection that holds `client`'s presence and renewed it within
-    /// [`TAKEOVER_AFTER`]: the one allowed to write document structs under that client id.
+    /// The connection that holds `client` (see `Entry::held`): the only one allowed to write
+    /// document structs under that client id.
     pub(crate) fn live_owner(&self, client: u64, now: Instant) -> Option<ConnId> {
         self.entries
             .get(&client)
-            .filter(|e| e.state != "null" && now.duration_since(e.updated) < TAKEOVER_AFTER)
+            .filter(|e| e.held(now))
             .map(|e| e.owner)
     }
 

@@ -816,7 +816,9 @@ impl Room {
 
     /// Merges the log into one snapshot. The store deletes the covered log rows in the same
     /// transaction, so a crash leaves either the old log or the new snapshot.
-    async fn compact(&mut self) {
+    /// Returns the snapshot written, for a caller that wants the same state kept as a
+    /// restore point without encoding the document again.
+    async fn compact(&mut self) -> Option<Snapshot> {
         let snapshot = self.snapshot(SnapshotKind::Compaction);
         let up_to_seq = snapshot.up_to_seq;
         match self
@@ -838,8 +840,12 @@ impl Room {
                 self.doc_bytes = snapshot.data.len();
                 self.doc_bytes_exact = true;
                 self.snapshot_bytes = snapshot.data.len();
+                Some(snapshot)
             }
-            Err(e) => warn!(error = %e, "compaction failed; the log stays as it is"),
+            Err(e) => {
+                warn!(error = %e, "compaction failed; the log stays as it is");
+                None
+            }
         }
     }
 
@@ -1047,7 +1053,7 @@ impl Room {
         if !self.dirty_values.is_empty() && (retry_due || flush_due) {
             self.store_values().await;
         }
-        self.history_tick(now, false).await;
+        self.history_tick(now, false, None).await;
         self.idle_since
             .is_some_and(|since| now.duration_since(since) >= self.shared.room.idle_grace)
     }
@@ -1059,11 +1065,13 @@ impl Room {
             return false;
         }
         // The next load then reads one row instead of up to half a document of updates.
-        if self.log_updates > 0 {
-            self.compact().await;
-        }
-        // The state a room is left in is a restore point too.
-        self.history_tick(Instant::now(), true).await;
+        let compacted = if self.log_updates > 0 {
+            self.compact().await
+        } else {
+            None
+        };
+        // The state a room is left in is a restore point too (the same encoding, if any).
+        self.history_tick(Instant::now(), true, compacted).await;
         self.shared.hub.remove(&self.name, self.id);
         rx.close();
         while let Some(cmd) = rx.recv().await {

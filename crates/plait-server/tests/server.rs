@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use plait_protocol::lib0::{write_str, write_var};
 use plait_protocol::message::{encode_sync_step1, encode_update};
-use plait_store::{MemoryStore, SqliteStore, Store, SyncMode};
+use plait_store::{MemoryStore, SnapshotKind, SqliteStore, Store, SyncMode};
 use support::{TestClient, TestServer};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use yrs::{Doc, Text, Transact};
+use yrs::{Doc, Transact};
 
 #[tokio::test]
 async fn late_joiner_gets_the_full_state() {
@@ -183,6 +183,10 @@ async fn rooms_survive_a_restart_and_compaction() {
         stored.updates.len() < 10,
         "compaction removed the merged log"
     );
+    assert!(
+        stored.updates.is_empty(),
+        "shutdown compacted the rest, so a restart loads one row"
+    );
     let server = TestServer::start_with(store, |_| {}).await;
     let c = TestClient::connect(&server.url("r")).await;
     assert_eq!(c.text(), expected);
@@ -227,6 +231,49 @@ async fn compaction_waits_for_the_log_to_be_worth_it() {
     let last = store.load_room("big").await.unwrap();
     assert!(last.snapshot.unwrap().up_to_seq > snapshot_seq);
     assert!(last.updates.len() < 160);
+    server.stop().await;
+}
+
+/// An unloading room compacts its log (so the next load reads one row) and keeps the same
+/// state as a restore point: both snapshots cover the same seq and hold the same bytes.
+#[tokio::test]
+async fn unloading_compacts_and_keeps_a_restore_point() {
+    let store: Arc<dyn plait_store::Store> = Arc::new(MemoryStore::default());
+    let server = TestServer::start_with(store.clone(), |c| c.room_idle_ms = 100).await;
+    let a = TestClient::connect(&server.url("leaving")).await;
+    for i in 0..5u32 {
+        a.insert(i, "q");
+    }
+    let b = TestClient::connect(&server.url("leaving")).await;
+    b.wait_text("qqqqq").await;
+    a.close();
+    b.close();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let snapshots = loop {
+        let list = store.list_snapshots("leaving").await.unwrap();
+        if list.iter().any(|s| s.kind == SnapshotKind::History) {
+            break list;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restore point at unload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let stored = store.load_room("leaving").await.unwrap();
+    assert!(stored.updates.is_empty(), "the log was compacted at unload");
+    let compaction = stored.snapshot.expect("a compaction snapshot");
+    let history = snapshots
+        .iter()
+        .find(|s| s.kind == SnapshotKind::History)
+        .unwrap();
+    let history = store
+        .load_snapshot("leaving", history.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.up_to_seq, compaction.up_to_seq);
+    assert_eq!(history.data, compaction.data);
     server.stop().await;
 }
 
@@ -340,24 +387,14 @@ async fn updates_with_missing_dependencies_are_bounded() {
     let url = server.url("pending");
     // The sender's document fills after it connected, so only the updates it sends (all but
     // the first, whose absence leaves every later one pending) reach the server.
-    let source = Doc::with_client_id(999);
-    let evil = TestClient::connect_with_doc(&url, source.clone()).await;
-    let text = source.get_or_insert_text("t");
-    let mut updates = Vec::new();
-    for i in 0..400 {
-        let mut txn = source.transact_mut();
-        text.insert(&mut txn, i * 10, "abcdefghij");
-        updates.push(txn.encode_update_v1());
-    }
-    for u in updates.iter().skip(1) {
-        evil.send(encode_update(u));
-    }
+    let evil = TestClient::connect_with_doc(&url, Doc::with_client_id(999)).await;
+    let full = evil.send_without_first_of(400, "abcdefghij");
     // The server asks the sender to resync with a sync step 1 once pending passes the cap,
     // instead of keeping it all; the sender answers with everything, which then applies.
     let watcher = TestClient::connect(&url).await;
     watcher
         .wait(
-            |_, _| watcher.text().len() == 4000,
+            |_, _| watcher.text().len() == full,
             "the resync to fill the gap",
         )
         .await;

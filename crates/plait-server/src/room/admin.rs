@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use plait_crdt::ServerMessage;
 use plait_protocol::message::encode_update;
-use plait_store::SnapshotKind;
+use plait_store::{Snapshot, SnapshotKind};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
@@ -197,7 +197,14 @@ impl Room {
 
     /// Writes a history snapshot when the interval has passed since the last one and the room
     /// changed meanwhile, then drops history points older than the retention.
-    pub(super) async fn history_tick(&mut self, now: Instant, force: bool) {
+    /// `reuse`: a snapshot of the current state just written for compaction, kept as the
+    /// restore point instead of encoding the document again.
+    pub(super) async fn history_tick(
+        &mut self,
+        now: Instant,
+        force: bool,
+        reuse: Option<Snapshot>,
+    ) {
         let interval = self.shared.room.history_interval;
         if interval.is_zero() || !self.changed_since_history || !self.uncommitted.is_empty() {
             return;
@@ -205,7 +212,13 @@ impl Room {
         if !force && now.duration_since(self.last_history) < interval {
             return;
         }
-        let snapshot = self.snapshot(SnapshotKind::History);
+        let snapshot = match reuse {
+            Some(s) => Snapshot {
+                kind: SnapshotKind::History,
+                ..s
+            },
+            None => self.snapshot(SnapshotKind::History),
+        };
         let created_at_ms = snapshot.created_at_ms;
         match self
             .shared

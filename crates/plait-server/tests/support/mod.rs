@@ -346,6 +346,24 @@ impl TestClient {
         self.send(encode_update(&update));
     }
 
+    /// Appends `chunk` to this client's document `n` times, one update each, and sends every
+    /// update but the first: the server holds them all as pending (their dependency never
+    /// arrives) until it asks for a resync. Returns the text length once the gap is filled.
+    pub fn send_without_first_of(&self, n: u32, chunk: &str) -> usize {
+        let text = self.doc.get_or_insert_text("t");
+        let updates: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut txn = self.doc.transact_mut();
+                text.insert(&mut txn, i * chunk.len() as u32, chunk);
+                txn.encode_update_v1()
+            })
+            .collect();
+        for u in &updates[1..] {
+            self.send(encode_update(u));
+        }
+        n as usize * chunk.len()
+    }
+
     pub fn text(&self) -> String {
         let text = self.doc.get_or_insert_text("t");
         text.get_string(&self.doc.transact())
