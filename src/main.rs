@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use plait_server::{Config, Durability, LogFormat};
 use plait_store::SyncMode;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::info;
 
 /// A y-websocket-compatible collaboration server for Yjs, with durable SQL storage.
@@ -224,7 +224,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             )
         })?;
     let addr = SocketAddr::new(config.host, config.port);
-    let listener = TcpListener::bind(addr).await.with_context(|| {
+    let listener = listen(addr).with_context(|| {
         format!("listening on {addr} (is another server using the port? set --port)")
     })?;
     let local = listener.local_addr()?;
@@ -236,6 +236,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     plait_server::run(listener, config, store, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The accept queue asked of the kernel (which caps it at `net.core.somaxconn`).
+/// `TcpListener::bind` asks for 128: when a few hundred clients reconnect at once the queue
+/// overflows, the kernel drops their handshakes and they retry only after TCP's 1 s SYN
+/// timeout (seen as a 1 s tail in the 500-client reconnect storm).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restart must not wait for TIME_WAIT sockets to expire.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -269,5 +287,29 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of connections larger than `TcpListener::bind`'s queue of 128 all complete
+    /// their TCP handshakes while the server is not accepting (busy), instead of some waiting
+    /// out a 1 s SYN retransmission.
+    #[tokio::test]
+    async fn a_burst_of_connections_fits_in_the_accept_queue() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..400).map(|_| {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let completed = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(completed, 400, "handshakes dropped by a full accept queue");
+        drop(listener);
     }
 }
