@@ -264,7 +264,7 @@ async fn read_loop(
                 return;
             }
         };
-        metrics::counter!(m::BYTES_IN).increment(data.len() as u64);
+        m::hot().bytes_in.increment(data.len() as u64);
         let inbound = match decode(&data, shared, peer.options) {
             Ok(Some(inbound)) => inbound,
             Ok(None) => continue,
@@ -312,33 +312,33 @@ fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<
     let message = Message::decode(data, &shared.limits).map_err(|e| e.to_string())?;
     Ok(Some(match message {
         Message::Sync(SyncMessage::Step1(sv)) => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "sync_step1").increment(1);
+            m::hot().in_sync_step1.increment(1);
             Inbound::Step1(StateVector::decode_v1(&sv).map_err(|e| e.to_string())?)
         }
         Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "update").increment(1);
+            m::hot().in_update.increment(1);
             let decoded = Update::decode_v1(&u).map_err(|e| e.to_string())?;
             Inbound::Update(decoded, u)
         }
         Message::Awareness(a) => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "awareness").increment(1);
+            m::hot().in_awareness.increment(1);
             Inbound::Awareness(a.entries)
         }
         Message::QueryAwareness => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "query_awareness").increment(1);
+            m::hot().in_query_awareness.increment(1);
             Inbound::QueryAwareness
         }
         Message::Custom {
             tag: PLAIT_CRDT_MESSAGE,
             body,
         } if options.values => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "values").increment(1);
+            m::hot().in_values.increment(1);
             let mut reader = plait_protocol::lib0::Reader::new(&body);
             let payload = reader.read_buf().map_err(|e| e.to_string())?;
             Inbound::Value(ClientMessage::decode(payload).map_err(|e| e.to_string())?)
         }
         Message::Auth | Message::Custom { .. } => {
-            metrics::counter!(m::MESSAGES_IN, "type" => "ignored").increment(1);
+            m::hot().in_ignored.increment(1);
             return Ok(None);
         }
     }))

@@ -170,6 +170,19 @@ pub(crate) enum RoomCmd {
     },
 }
 
+impl RoomCmd {
+    /// Whether answering this shows the document's content (not just its state vector).
+    fn reads_document(&self) -> bool {
+        matches!(
+            self,
+            RoomCmd::Inbound {
+                msg: Inbound::Step1(_),
+                ..
+            } | RoomCmd::Admin { .. }
+        )
+    }
+}
+
 /// What the HTTP API asks of a room's CRDT values.
 #[derive(Debug)]
 pub(crate) enum ValuesRequest {
@@ -269,6 +282,18 @@ struct Member {
     link: MemberLink,
 }
 
+/// What a store write returns, with the updates it was given back.
+type CommitOutput = (Result<u64, plait_store::Error>, Vec<Bytes>);
+
+/// A commit whose store write is under way while the room applies the next batch.
+/// Its updates are applied to the document; its frames go out only when it succeeds.
+struct InFlight {
+    write: std::pin::Pin<Box<dyn std::future::Future<Output = CommitOutput> + Send>>,
+    bytes: usize,
+    held: Vec<(Bytes, Option<ConnId>)>,
+    started: Instant,
+}
+
 /// A room's state, owned by its task.
 pub(crate) struct Room {
     name: Arc<str>,
@@ -295,6 +320,9 @@ pub(crate) struct Room {
     /// With strict durability: frames that wait for `uncommitted` to commit before they go
     /// out, with the connection that needs no echo.
     held: Vec<(Bytes, Option<ConnId>)>,
+    /// The commit under way, if any (strict durability): the room goes on applying the next
+    /// batch while the store writes this one.
+    inflight: Option<InFlight>,
     /// When a failed commit may be retried.
     retry_at: Option<Instant>,
     retry_delay: Duration,
@@ -414,6 +442,7 @@ impl Room {
             snapshot_bytes: 0,
             uncommitted: Vec::new(),
             uncommitted_bytes: 0,
+            inflight: None,
             held: Vec::new(),
             retry_at: None,
             retry_delay: FIRST_RETRY_DELAY,
@@ -472,7 +501,13 @@ impl Room {
         loop {
             tokio::select! {
                 Some(event) = cluster::recv(&mut bus_rx) => self.on_bus(event).await,
-                n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                output = in_flight(&mut self.inflight), if self.inflight.is_some() => {
+                    self.commit_done(output).await;
+                }
+                // While a commit is under way, apply at most about one more batch: the frames
+                // released together when it ends must fit in the members' outboxes.
+                n = rx.recv_many(&mut batch, MAX_BATCH),
+                    if self.inflight.is_none() || self.uncommitted.len() < MAX_BATCH / 2 => {
                     if n == 0 {
                         break;
                     }
@@ -526,6 +561,11 @@ impl Room {
         }
         if !value_ops.is_empty() {
             self.apply_value_ops(value_ops).await;
+        }
+        // Strict durability: nobody may read an update before it is committed, so a sync
+        // step 2 or an export waits for the commit under way (and what was applied since).
+        if self.inflight.is_some() && rest.iter().any(RoomCmd::reads_document) {
+            self.commit().await;
         }
         let mut evict = false;
         for cmd in rest {
@@ -651,8 +691,10 @@ impl Room {
             }
         }
         match self.shared.room.durability {
+            // Pipelined: the room goes on with the next batch while the store writes this
+            // one; the frames wait in `held` either way.
             Durability::Strict => {
-                self.commit().await;
+                self.start_commit();
             }
             Durability::RelaxedMayLoseRecentEdits => {
                 if self.uncommitted_bytes > self.shared.room.max_uncommitted_bytes / 4 {
@@ -733,64 +775,117 @@ impl Room {
         admitted
     }
 
-    /// Commits what is uncommitted; on success releases held frames and maybe compacts.
+    /// Commits everything applied so far, waiting for it: the commit under way, then the
+    /// rest. On success held frames are released and the log maybe compacted; returns whether
+    /// nothing is left uncommitted.
     async fn commit(&mut self) -> bool {
-        if self.uncommitted.is_empty() {
+        loop {
+            if let Some(inflight) = self.inflight.as_mut() {
+                let output = inflight.write.as_mut().await;
+                if !self.finish_commit(output).await {
+                    return false;
+                }
+            }
+            if self.uncommitted.is_empty() {
+                if self.compaction_due() {
+                    self.compact().await;
+                }
+                return true;
+            }
+            if !self.start_commit() {
+                return false;
+            }
+        }
+    }
+
+    /// Starts writing `uncommitted` unless a commit is under way (it starts the next one
+    /// when it ends) or a failed one waits for its retry. Returns whether one is under way.
+    fn start_commit(&mut self) -> bool {
+        if self.inflight.is_some() {
             return true;
         }
         // While the store is failing, only the retry timer tries again; new updates are held.
-        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+        if self.uncommitted.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return false;
         }
-        let started = Instant::now();
-        let result = match tokio::time::timeout(
-            COMMIT_TIMEOUT,
-            self.shared
-                .store
-                .append_updates(&self.name, &self.uncommitted),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
+        let updates = std::mem::take(&mut self.uncommitted);
+        let store = self.shared.store.clone();
+        let name = self.name.clone();
+        let write = async move {
+            let result =
+                match tokio::time::timeout(COMMIT_TIMEOUT, store.append_updates(&name, &updates))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
+                };
+            (result, updates)
         };
-        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        self.inflight = Some(InFlight {
+            write: Box::pin(write),
+            bytes: self.uncommitted_bytes,
+            held: std::mem::take(&mut self.held),
+            started: Instant::now(),
+        });
+        true
+    }
+
+    /// The serve loop saw the commit under way end: settle it, start the next one with what
+    /// was applied meanwhile, and compact when that is due (which waits for the rest).
+    async fn commit_done(&mut self, output: CommitOutput) {
+        if self.finish_commit(output).await {
+            if self.compaction_due() {
+                self.commit().await;
+            } else {
+                self.start_commit();
+            }
+        }
+    }
+
+    /// Settles the commit under way with its store write's outcome: on success releases its
+    /// frames and publishes its updates; on failure puts them back in front of what was
+    /// applied since, to be retried. Returns whether it succeeded.
+    async fn finish_commit(&mut self, (result, mut updates): CommitOutput) -> bool {
+        let Some(inflight) = self.inflight.take() else {
+            return false;
+        };
+        m::hot()
+            .commit_seconds
+            .record(inflight.started.elapsed().as_secs_f64());
         self.last_flush = Instant::now();
         match result {
             Ok(seq) => {
                 let prev_seq = self.last_seq;
-                self.last_seq = seq;
-                let committed = if self.cluster.is_some() {
-                    self.uncommitted.clone()
-                } else {
-                    Vec::new()
-                };
+                // A catch-up from the bus while this was being written may already be past it.
+                self.last_seq = self.last_seq.max(seq);
                 self.shared.set_store_healthy(true);
                 self.changed_since_history = true;
-                self.log_updates += self.uncommitted.len() as u64;
-                self.log_bytes += self.uncommitted_bytes as u64;
-                self.uncommitted.clear();
-                self.uncommitted_bytes = 0;
+                self.log_updates += updates.len() as u64;
+                self.log_bytes += inflight.bytes as u64;
+                self.uncommitted_bytes -= inflight.bytes;
                 self.retry_at = None;
                 self.retry_delay = FIRST_RETRY_DELAY;
-                for (frame, skip) in std::mem::take(&mut self.held) {
+                for (frame, skip) in inflight.held {
                     self.broadcast(&frame, skip);
                 }
                 // Publish, and catch up if other processes committed in between (before
                 // compaction trusts `last_seq`).
-                self.bus_committed(prev_seq, seq, &committed).await;
-                if self.compaction_due() {
-                    self.compact().await;
-                }
+                self.bus_committed(prev_seq, seq, &updates).await;
                 true
             }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = self.retry_delay.as_millis() as u64,
-                    held = self.uncommitted.len(), "commit failed; holding updates and retrying");
+                    held = updates.len() + self.uncommitted.len(),
+                    "commit failed; holding updates and retrying");
                 metrics::counter!(m::COMMIT_FAILURES).increment(1);
                 self.shared.set_store_healthy(false);
                 self.retry_at = Some(Instant::now() + self.retry_delay);
                 self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+                updates.append(&mut self.uncommitted);
+                self.uncommitted = updates;
+                let mut held = inflight.held;
+                held.append(&mut self.held);
+                self.held = held;
                 false
             }
         }
@@ -865,6 +960,11 @@ impl Room {
     }
 
     async fn reload(&mut self) {
+        // What is being written is part of what gets re-applied if the write fails.
+        if let Some(inflight) = self.inflight.as_mut() {
+            let output = inflight.write.as_mut().await;
+            self.finish_commit(output).await;
+        }
         let uncommitted = std::mem::take(&mut self.uncommitted);
         match self.shared.store.load_room(&self.name).await {
             Ok(stored) => self.load(stored),
@@ -982,8 +1082,8 @@ impl Room {
         let len = frame.len();
         match member.link.outbox.try_send(frame) {
             Ok(()) => {
-                metrics::counter!(m::MESSAGES_OUT).increment(1);
-                metrics::counter!(m::BYTES_OUT).increment(len as u64);
+                m::hot().messages_out.increment(1);
+                m::hot().bytes_out.increment(len as u64);
             }
             Err(mpsc::error::TrySendError::Full(_)) => self.drop_slow(vec![conn]),
             Err(mpsc::error::TrySendError::Closed(_)) => self.leave(conn),
@@ -1011,8 +1111,8 @@ impl Room {
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
             }
         }
-        metrics::counter!(m::MESSAGES_OUT).increment(sent);
-        metrics::counter!(m::BYTES_OUT).increment(sent * frame.len() as u64);
+        m::hot().messages_out.increment(sent);
+        m::hot().bytes_out.increment(sent * frame.len() as u64);
         for conn in gone {
             self.leave(conn);
         }
@@ -1279,7 +1379,9 @@ impl Room {
             .store
             .put_values(&self.name, &rows, &crate::stored_values::merge_stored)
             .await;
-        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        m::hot()
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(stored) => {
                 self.dirty_values.clear();
@@ -1300,6 +1402,14 @@ impl Room {
 }
 
 /// A value's current JSON (a counter whose sum does not fit reads as null).
+/// Waits for the commit under way; the serve loop polls it only when there is one.
+async fn in_flight(inflight: &mut Option<InFlight>) -> CommitOutput {
+    match inflight {
+        Some(inflight) => inflight.write.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn current(value: &Value) -> Json {
     value.current().unwrap_or(Json::Null)
 }

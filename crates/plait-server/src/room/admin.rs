@@ -97,7 +97,7 @@ impl Room {
         self.apply_updates(vec![(ADMIN_CONN, update, Bytes::from(file.update))])
             .await;
         let document = self.doc.transact().state_vector() != before;
-        if document && !self.uncommitted.is_empty() {
+        if document && !self.commit().await {
             return Err(
                 "imported, but the store is failing: the change is held and retried".into(),
             );
@@ -206,7 +206,11 @@ impl Room {
         reuse: Option<Snapshot>,
     ) {
         let interval = self.shared.room.history_interval;
-        if interval.is_zero() || !self.changed_since_history || !self.uncommitted.is_empty() {
+        if interval.is_zero()
+            || !self.changed_since_history
+            || !self.uncommitted.is_empty()
+            || self.inflight.is_some()
+        {
             return;
         }
         if !force && now.duration_since(self.last_history) < interval {
