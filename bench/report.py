@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Turns plait-bench JSON records (one per line) into a Markdown table, a JSON summary and a
-plot of fan-out latency versus clients. Usage: report.py RESULTS.jsonl [--mode M] ..."""
+plot of fan-out latency versus clients. Usage: report.py RESULTS.jsonl [--mode M] ...
+
+Servers are the records' labels: reference and plait, and hocuspocus when present (then the
+table gets a hocuspocus column and a plait / hocuspocus ratio; older two-server files give the
+two-server table as before)."""
 
 import argparse
 import json
@@ -75,6 +79,26 @@ def key_of(rec):
     return rec["params"].get(k) if k else None
 
 
+def is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def ratio_of(a, b):
+    """a / b, or None without two numbers (or b = 0)."""
+    return a / b if is_num(a) and is_num(b) and b != 0 else None
+
+
+def verdict(values, better):
+    """Names the best server among those with a number ("tie" if the best are equal; nothing
+    if fewer than two have a number or all are 0)."""
+    vals = {s: v for s, v in values.items() if is_num(v)}
+    if not better or len(vals) < 2 or all(v == 0 for v in vals.values()):
+        return ""
+    best = min(vals.values()) if better == "lower" else max(vals.values())
+    winners = [s for s, v in vals.items() if v == best]
+    return winners[0] if len(winners) == 1 else "tie"
+
+
 def table(recs):
     by = {}
     for r in recs:
@@ -82,28 +106,27 @@ def table(recs):
     params = {}
     for r in recs:
         params.setdefault(r["scenario"], set()).add(key_of(r))
+    hocus = any(r["server"] == "hocuspocus" for r in recs)
+    servers = ["reference", "hocuspocus", "plait"] if hocus else ["reference", "plait"]
     rows = []
     for scen, metric, label, better in METRICS:
         for p in sorted(params.get(scen, []), key=lambda x: (x is None, x or 0)):
-            ref = by.get(("reference", scen, p), {}).get(metric)
-            pl = by.get(("plait", scen, p), {}).get(metric)
-            if ref is None and pl is None:
+            vals = {s: by.get((s, scen, p), {}).get(metric) for s in servers}
+            if all(v is None for v in vals.values()):
                 continue
-            ratio = None
-            if isinstance(ref, (int, float)) and isinstance(pl, (int, float)) and ref not in (0, None):
-                ratio = pl / ref
-            verdict = ""
-            if ratio is not None and better:
-                good = ratio < 1 if better == "lower" else ratio > 1
-                verdict = "plait" if good else ("reference" if ratio != 1 else "tie")
+            ref, pl = vals["reference"], vals["plait"]
             _, pname = PARAM_KEYS.get(scen, (None, None))
             pdesc = f"{p:,} {pname}" if isinstance(p, int) and pname else ""
-            rows.append({
+            row = {
                 "scenario": scen, "params": pdesc, "metric": label, "key": metric,
-                "reference": ref, "plait": pl, "ratio": ratio, "better": verdict,
-                "param_value": p,
-            })
-    return rows, by
+                "reference": ref, "plait": pl, "ratio": ratio_of(pl, ref),
+                "better": verdict(vals, better), "param_value": p,
+            }
+            if hocus:
+                row["hocuspocus"] = vals["hocuspocus"]
+                row["ratio_hocuspocus"] = ratio_of(pl, vals["hocuspocus"])
+            rows.append(row)
+    return rows, by, hocus
 
 
 def targets(by):
@@ -155,7 +178,7 @@ def plot(recs, path_png):
     except ImportError:
         return plot_svg(pts, path_png[:-4] + ".svg")
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    colors = {"reference": "#888888", "plait": "#d9480f"}
+    colors = {"reference": "#888888", "hocuspocus": "#1c7ed6", "plait": "#d9480f"}
     for server, ps in sorted(pts.items()):
         ps.sort()
         xs = [p[0] for p in ps]
@@ -188,7 +211,7 @@ def plot_svg(pts, path):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
              f'<rect width="{W}" height="{H}" fill="white"/>',
              f'<text x="{W/2}" y="20" text-anchor="middle">Fan-out latency at 100 edits/s vs clients (log-log)</text>']
-    colors = {"reference": "#888", "plait": "#d9480f"}
+    colors = {"reference": "#888", "hocuspocus": "#1c7ed6", "plait": "#d9480f"}
     for i, (server, ps) in enumerate(sorted(pts.items())):
         ps.sort()
         for j, dash in ((2, ""), (1, ' stroke-dasharray="4 3"')):
@@ -201,6 +224,15 @@ def plot_svg(pts, path):
     return path
 
 
+def pinned_hocuspocus():
+    """The @hocuspocus/server version pinned next to this script, or "?"."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "hocuspocus", "package.json")) as f:
+            return json.load(f)["dependencies"]["@hocuspocus/server"]
+    except (OSError, KeyError, ValueError):
+        return "?"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("jsonl")
@@ -209,10 +241,13 @@ def main():
     ap.add_argument("--dirty", default="0")
     ap.add_argument("--nproc", default=str(os.cpu_count()))
     ap.add_argument("--elapsed", default="?")
+    ap.add_argument("--hocuspocus-version", default=None,
+                    help="default: the version pinned in bench/hocuspocus/package.json")
     a = ap.parse_args()
     base = a.jsonl[:-6] if a.jsonl.endswith(".jsonl") else a.jsonl
     recs = load(a.jsonl)
-    rows, by = table(recs)
+    rows, by, hocus = table(recs)
+    hocus_version = a.hocuspocus_version or pinned_hocuspocus()
     tg = targets(by)
     img = plot(recs, base + ".png")
     meta = {
@@ -223,20 +258,37 @@ def main():
         "machine": f"{platform.machine()}, {a.nproc} cores, Linux {platform.release()}",
         "elapsed_s": a.elapsed,
     }
+    if hocus:
+        meta["hocuspocus_version"] = hocus_version
     with open(base + ".json", "w") as f:
         json.dump({"meta": meta, "rows": rows,
                    "targets": [dict(zip(("target", "goal", "plait", "status"), t)) for t in tg],
                    "records": recs}, f, indent=1)
-    lines = [f"# plait-bench results, {meta['date']} ({a.mode} mode)", "",
-             f"plait `{a.commit}`" + (f" with {a.dirty} uncommitted files in crates/ and src/" if int(a.dirty) else "")
-             + f" (SQLite, strict durability) vs the reference y-websocket 1.5.4 server (in memory), "
-             f"{meta['machine']}; generator and server share the cores. Every scenario ran on a freshly "
-             f"started server. Ratio = plait / reference; `better` names the side that wins. Run took {a.elapsed} s.", "",
-             "| scenario | params | metric | reference | plait | ratio | better |",
-             "|---|---|---|---:|---:|---:|---|"]
+    plait_desc = (f"plait `{a.commit}`" + (f" with {a.dirty} uncommitted files in crates/ and src/" if int(a.dirty) else "")
+                  + " (SQLite, strict durability)")
+    if hocus:
+        intro = (f"{plait_desc} vs the reference y-websocket 1.5.4 server and Hocuspocus {hocus_version} "
+                 f"(`@hocuspocus/server`, no extensions), both in memory, {meta['machine']}; generator and server "
+                 f"share the cores. Every scenario ran on a freshly started server. Ratios = plait / reference and "
+                 f"plait / hocuspocus; `better` names the best of the three. Run took {a.elapsed} s.")
+        header = ["| scenario | params | metric | reference | hocuspocus | plait | plait / reference | plait / hocuspocus | better |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    else:
+        intro = (f"{plait_desc} vs the reference y-websocket 1.5.4 server (in memory), "
+                 f"{meta['machine']}; generator and server share the cores. Every scenario ran on a freshly "
+                 f"started server. Ratio = plait / reference; `better` names the side that wins. Run took {a.elapsed} s.")
+        header = ["| scenario | params | metric | reference | plait | ratio | better |",
+                  "|---|---|---|---:|---:|---:|---|"]
+    lines = [f"# plait-bench results, {meta['date']} ({a.mode} mode)", "", intro, ""] + header
+    na = lambda v: fmt(v) if v is not None else "n/a"
     for r in rows:
-        lines.append(f"| {r['scenario']} | {r['params']} | {r['metric']} | {fmt(r['reference'])} | {fmt(r['plait'])} | "
-                     f"{fmt(r['ratio']) if r['ratio'] is not None else 'n/a'} | {r['better']} |")
+        if hocus:
+            lines.append(f"| {r['scenario']} | {r['params']} | {r['metric']} | {fmt(r['reference'])} | "
+                         f"{fmt(r['hocuspocus'])} | {fmt(r['plait'])} | {na(r['ratio'])} | "
+                         f"{na(r['ratio_hocuspocus'])} | {r['better']} |")
+        else:
+            lines.append(f"| {r['scenario']} | {r['params']} | {r['metric']} | {fmt(r['reference'])} | {fmt(r['plait'])} | "
+                         f"{na(r['ratio'])} | {r['better']} |")
     lines += ["", "## Targets from issue 7 (plait)", "", "| target | goal | plait | status |", "|---|---|---:|---|"]
     for t in tg:
         lines.append(f"| {t[0]} | {t[1]} | {fmt(t[2])} | {t[3]} |")

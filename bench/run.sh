@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
 # Runs every plait-bench scenario against the Node reference server (y-websocket 1.5.4
-# bin/server.js, in memory) and against plait (SQLite in a temp dir, strict durability), one
-# after the other, each scenario on a freshly started server. Writes
-# bench/results/<date>[-quick].{jsonl,json,md,png}.
+# bin/server.js, in memory), Hocuspocus (@hocuspocus/server 4.7.0, bench/hocuspocus/server.mjs,
+# in memory) and plait (SQLite in a temp dir, strict durability), one after the other, each
+# scenario on a freshly started server. Writes bench/results/<date>[-quick].{jsonl,json,md,png}.
 #
 #   bench/run.sh            full mode (about 20 minutes on 2 cores)
 #   bench/run.sh --quick    small sizes (under 3 minutes)
 #
-# Environment: SERVERS="reference plait" (default both), KEEP_TMP=1 keeps the temp dir.
+# Environment: SERVERS="reference hocuspocus plait" (the default; any subset), KEEP_TMP=1 keeps
+# the temp dir.
 set -euo pipefail
 
 MODE=full
 if [[ "${1:-}" == "--quick" ]]; then MODE=quick; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-SERVERS=${SERVERS:-"reference plait"}
+SERVERS=${SERVERS:-"reference hocuspocus plait"}
 TRACE="$ROOT/../shared/data/editing-traces/sequential-automerge-paper.json.gz"
 
 # Every process of this run gets the hard file limit (idle and rooms open ~20,000 sockets).
 ulimit -n "$(ulimit -Hn)"
 echo "RLIMIT_NOFILE $(ulimit -n) (the server needs it as high as the connection count)"
 
-echo "== installing the reference server (bench/reference, npm ci)"
-(cd bench/reference && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 REF_JS="$ROOT/bench/reference/node_modules/y-websocket/bin/server.js"
+HOCUS_JS="$ROOT/bench/hocuspocus/server.mjs"
+HOCUS_VERSION=""
+if [[ " $SERVERS " == *" reference "* ]]; then
+  echo "== installing the reference server (bench/reference, npm ci)"
+  (cd bench/reference && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+if [[ " $SERVERS " == *" hocuspocus "* ]]; then
+  echo "== installing Hocuspocus (bench/hocuspocus, npm ci)"
+  (cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  HOCUS_VERSION=$(node -p 'require("./bench/hocuspocus/node_modules/@hocuspocus/server/package.json").version')
+fi
 
 echo "== building plait and plait-bench (release)"
 cargo build --release -p plait -p plait-bench 2>&1 | tail -n 2
@@ -79,6 +89,10 @@ start_server() {
     reference)
       HOST=127.0.0.1 PORT=$PORT node "$REF_JS" >"$TMP/reference-$PORT.log" 2>&1 &
       ;;
+    hocuspocus)
+      # In memory, no extensions, any token accepted (see bench/hocuspocus/server.mjs).
+      HOST=127.0.0.1 PORT=$PORT node "$HOCUS_JS" >"$TMP/hocuspocus-$PORT.log" 2>&1 &
+      ;;
     plait)
       mkdir -p "$2"
       # The per-connection abuse limits (messages/s, bytes/s, connections per IP, ...) would
@@ -109,8 +123,10 @@ trap 'stop_server; [[ -z ${KEEP_TMP:-} ]] && rm -rf "$TMP"' EXIT
 # bench KIND ARGS...: runs plait-bench against the current server.
 bench() {
   local kind=$1; shift
+  local protocol=y-websocket
+  if [[ $kind == hocuspocus ]]; then protocol=hocuspocus; fi
   timeout 600 "$BENCH" --url "$URL" --server-pid "$SERVER_PID" --label "$kind" \
-    --out "$ROOT/$OUT.jsonl" "$@" >/dev/null || echo "!! $kind $* failed ($?)" >&2
+    --protocol "$protocol" --out "$ROOT/$OUT.jsonl" "$@" >/dev/null || echo "!! $kind $* failed ($?)" >&2
 }
 
 STARTED=$(date +%s)
@@ -153,5 +169,5 @@ done
 echo "== report"
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --user matplotlib >/dev/null 2>&1 || true
 python3 bench/report.py "$OUT.jsonl" --mode "$MODE" --commit "$PLAIT_COMMIT" --dirty "$PLAIT_DIRTY" \
-  --nproc "$(nproc)" --elapsed "$(( $(date +%s) - STARTED ))"
+  --nproc "$(nproc)" --elapsed "$(( $(date +%s) - STARTED ))" ${HOCUS_VERSION:+--hocuspocus-version "$HOCUS_VERSION"}
 echo "wrote $OUT.md, $OUT.json, $OUT.jsonl and the plot"

@@ -220,7 +220,7 @@ pub async fn run(ctx: &Ctx, o: Opts) -> Result<()> {
         drain.abort();
     }
     if let Some(url) = &o.cold_url {
-        let target = Target::parse(url, 1)?;
+        let target = Target::parse(url, 1, ctx.target.protocol)?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let usage = Usage::start(o.cold_pid);
         let (a, b, s) = time_step2(&target, &room).await?;

@@ -7,21 +7,104 @@
 //! time in the [`SendTable`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use plait_protocol::lib0::{write_buf, write_str, write_var};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::hocuspocus::{self, Inbound};
 use crate::stats::{now_ns, Histogram};
 
-pub type Ws = WebSocketStream<TcpStream>;
+/// The framing the server speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// y-websocket: one document per socket (the URL path), bare sync/awareness frames.
+    #[default]
+    YWebsocket,
+    /// Hocuspocus: every message prefixed by the document name, an Auth message first.
+    Hocuspocus,
+}
+
+/// One client connection. With y-websocket it is the WebSocket itself (every poll goes
+/// straight through, no copy); with Hocuspocus it prefixes outgoing binary frames with the
+/// document name, strips the name from incoming ones and drops Hocuspocus-only messages
+/// (Authenticated, SyncStatus, ...), so scenarios see plain y-websocket frames either way.
+/// PermissionDenied and CLOSE from the server come out as a `Message::Close`.
+pub struct Ws {
+    inner: WebSocketStream<TcpStream>,
+    /// Hocuspocus only: the document name as a lib0 varString.
+    address: Option<Bytes>,
+}
+
+impl Ws {
+    /// Sends a close frame and flushes (as `WebSocketStream::close`).
+    pub async fn close(&mut self, msg: Option<CloseFrame>) -> Result<(), WsError> {
+        self.inner.close(msg).await
+    }
+}
+
+impl Sink<Message> for Ws {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.get_mut().inner).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        let this = self.get_mut();
+        let item = match (&this.address, item) {
+            (Some(a), Message::Binary(b)) => Message::Binary(hocuspocus::wrap(a, &b)),
+            (_, item) => item,
+        };
+        Pin::new(&mut this.inner).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
+impl Stream for Ws {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            let m = ready!(this.inner.poll_next_unpin(cx));
+            let Some(a) = &this.address else {
+                return Poll::Ready(m);
+            };
+            let Some(Ok(Message::Binary(b))) = m else {
+                return Poll::Ready(m);
+            };
+            match hocuspocus::unwrap(a, b) {
+                Inbound::Frame(f) => return Poll::Ready(Some(Ok(Message::Binary(f)))),
+                // The socket's coop budget bounds this loop: a flood of acks still yields.
+                Inbound::Skip(_) => continue,
+                Inbound::Closed(reason) => {
+                    return Poll::Ready(Some(Ok(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Policy,
+                        reason: reason.into(),
+                    })))))
+                }
+            }
+        }
+    }
+}
 
 /// Where the server is, and how clients spread over source addresses.
 #[derive(Clone, Debug)]
@@ -31,12 +114,13 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Clients bind to 127.0.0.1 ..= 127.0.0.<sources> to pass the ephemeral-port limit.
     pub sources: u8,
+    pub protocol: Protocol,
 }
 
 static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 
 impl Target {
-    pub fn parse(url: &str, sources: u8) -> Result<Self> {
+    pub fn parse(url: &str, sources: u8, protocol: Protocol) -> Result<Self> {
         let base = url.trim_end_matches('/').to_owned();
         let rest = base
             .strip_prefix("ws://")
@@ -52,10 +136,12 @@ impl Target {
             base,
             addr,
             sources: sources.max(1),
+            protocol,
         })
     }
 
-    /// Opens a WebSocket to `room`, from the next source address in turn.
+    /// Opens a WebSocket to `room`, from the next source address in turn. With Hocuspocus the
+    /// room is also the document name, and the Auth message (empty token) is sent at once.
     pub async fn connect(&self, room: &str) -> Result<Ws> {
         let i = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
         let socket = TcpSocket::new_v4()?;
@@ -70,9 +156,21 @@ impl Target {
             .max_message_size(Some(256 << 20))
             .max_frame_size(Some(256 << 20));
         let url = format!("{}/{}", self.base, room);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        let (inner, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .context("websocket handshake")?;
+        let mut ws = Ws {
+            inner,
+            address: None,
+        };
+        if self.protocol == Protocol::Hocuspocus {
+            let address = hocuspocus::address(room);
+            ws.inner
+                .send(Message::Binary(hocuspocus::auth(&address, "")))
+                .await
+                .context("hocuspocus auth message")?;
+            ws.address = Some(address);
+        }
         Ok(ws)
     }
 }
@@ -337,7 +435,7 @@ pub async fn handshake(ws: &mut Ws, step1: Bytes, timeout: Duration) -> Result<B
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .context("no sync step 2 in time")?
+        .context("no sync step 2 in time (a Hocuspocus server needs --protocol hocuspocus)")?
 }
 
 #[cfg(test)]

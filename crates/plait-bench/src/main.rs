@@ -1,4 +1,5 @@
-//! plait-bench: a y-websocket load generator for plait and the reference server.
+//! plait-bench: a y-websocket load generator for plait and the reference server (and, with
+//! `--protocol hocuspocus`, for Hocuspocus: see `hocuspocus.rs`).
 //!
 //! Every scenario connects lean clients (one tokio task each, raw frames, no yrs document on
 //! the receiving side) to `--url`, runs for a bounded time, and appends one JSON record per
@@ -10,6 +11,7 @@ mod bigdoc;
 mod client;
 mod durability;
 mod fanout;
+mod hocuspocus;
 mod rooms;
 mod stats;
 mod storm;
@@ -23,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinSet;
 
-use client::{Target, Ws};
+use client::{Protocol, Target, Ws};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +62,10 @@ pub struct Common {
     /// Handshakes in flight at once while a scenario sets up its clients.
     #[arg(long, global = true, default_value_t = 256)]
     connect_concurrency: usize,
+    /// The server's framing: y-websocket (plait, the reference) or hocuspocus (every message
+    /// prefixed by the room as document name, an Auth message first).
+    #[arg(long, global = true, value_enum, default_value_t = Protocol::YWebsocket)]
+    protocol: Protocol,
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,7 +193,7 @@ fn main() -> Result<()> {
         .worker_threads(cli.common.threads.max(1))
         .enable_all()
         .build()?;
-    let target = Target::parse(&cli.common.url, cli.common.sources)?;
+    let target = Target::parse(&cli.common.url, cli.common.sources, cli.common.protocol)?;
     let nonce = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -200,8 +206,8 @@ fn main() -> Result<()> {
         nonce,
     };
     eprintln!(
-        "plait-bench: RLIMIT_NOFILE {nofile}, {} threads, url {}",
-        ctx.common.threads, ctx.target.base
+        "plait-bench: RLIMIT_NOFILE {nofile}, {} threads, url {}, protocol {:?}",
+        ctx.common.threads, ctx.target.base, ctx.target.protocol
     );
     rt.block_on(async move {
         match cli.cmd {
