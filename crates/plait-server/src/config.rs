@@ -109,8 +109,11 @@ pub struct Config {
     pub max_room_name_bytes: usize,
 
     /// Frames queued for one connection before it counts as a slow consumer and is closed
-    /// (code 1013; the client reconnects and resyncs).
-    #[arg(long, env = "PLAIT_OUTBOX_FRAMES", default_value_t = 1024)]
+    /// (code 1013; the client reconnects and resyncs). Memory is bounded by
+    /// --max-outbox-bytes; this counts frames (32 bytes of queue each, the bytes are shared
+    /// between receivers) so that a burst of small edits released by one commit (up to about
+    /// 770 frames) does not close a reader that is keeping up.
+    #[arg(long, env = "PLAIT_OUTBOX_FRAMES", default_value_t = 4096)]
     pub outbox_frames: usize,
 
     /// Most bytes queued for one connection; past it the connection is closed as a slow

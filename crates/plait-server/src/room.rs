@@ -499,15 +499,21 @@ impl Room {
         let mut batch = Vec::new();
         let mut bus_rx = self.cluster.as_mut().and_then(cluster::Cluster::take_rx);
         loop {
+            // While a commit is under way, apply about one more full batch, no more: the
+            // frames released together when it ends must fit in the members' outboxes
+            // (`--outbox-frames`) next to what they already hold. (Smaller batches cost more:
+            // capping them at 128 while pipelining took the automerge-paper ingest from about
+            // 140,000 to 90,000 edits/s.)
+            let take = match &self.inflight {
+                Some(_) if self.uncommitted.len() >= MAX_BATCH / 2 => 0,
+                _ => MAX_BATCH,
+            };
             tokio::select! {
                 Some(event) = cluster::recv(&mut bus_rx) => self.on_bus(event).await,
                 output = in_flight(&mut self.inflight), if self.inflight.is_some() => {
                     self.commit_done(output).await;
                 }
-                // While a commit is under way, apply at most about one more batch: the frames
-                // released together when it ends must fit in the members' outboxes.
-                n = rx.recv_many(&mut batch, MAX_BATCH),
-                    if self.inflight.is_none() || self.uncommitted.len() < MAX_BATCH / 2 => {
+                n = rx.recv_many(&mut batch, take), if take > 0 => {
                     if n == 0 {
                         break;
                     }
