@@ -16,6 +16,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SCENARIOS=${*:-"ingest fanout storm"}
+source bench/plait-capacity.sh
 TRACE="$ROOT/../shared/data/editing-traces/sequential-automerge-paper.json.gz"
 OUT=bench/results/flamegraphs
 mkdir -p "$OUT"
@@ -55,12 +56,7 @@ for scenario in $SCENARIOS; do
   esac
   echo "== $scenario"
   rm -f "$TMP/result.jsonl"
-  # The same abuse limits as bench/run.sh raises for a capacity run.
-  PLAIT_MAX_CONNECTIONS=1000000 PLAIT_MAX_CONNECTIONS_PER_IP=1000000 \
-  PLAIT_MAX_MESSAGES_PER_SEC=100000000 PLAIT_MAX_BYTES_PER_SEC=100000000000 \
-  PLAIT_MAX_AWARENESS_PER_SEC=100000000 PLAIT_MAX_ROOMS=100000 \
-  RUST_LOG=warn "$TMP/plait" serve --host 127.0.0.1 --port "$PORT" \
-    --store "sqlite://$TMP/store-$scenario/plait.db" --durability strict >"$TMP/plait.log" 2>&1 &
+  start_plait "$TMP/plait" "$PORT" "$TMP/store-$scenario" "$TMP/plait.log"
   SERVER_PID=$!
   for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
   perf record -q -e cpu-clock -F 997 --call-graph dwarf,32768 -p "$SERVER_PID" \
@@ -75,7 +71,9 @@ for scenario in $SCENARIOS; do
   inferno-flamegraph --width 1600 --minwidth 0.1 \
     --title "plait $COMMIT: $scenario, server CPU samples" \
     <"$TMP/$scenario.folded" >"$OUT/$scenario.svg"
+  # The command as run, with this machine's checkout path left out.
+  command="${args[*]}"
   python3 bench/folded_top.py "$TMP/$scenario.folded" --result "$TMP/result.jsonl" \
-    --title "plait $COMMIT, $scenario: ${args[*]}" >"$OUT/$scenario.txt"
+    --title "plait $COMMIT, $scenario: ${command//$ROOT\//}" >"$OUT/$scenario.txt"
   echo "   wrote $OUT/$scenario.svg and $OUT/$scenario.txt"
 done

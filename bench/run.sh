@@ -16,6 +16,7 @@ if [[ "${1:-}" == "--quick" ]]; then MODE=quick; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SERVERS=${SERVERS:-"reference hocuspocus plait"}
+source bench/plait-capacity.sh
 TRACE="$ROOT/../shared/data/editing-traces/sequential-automerge-paper.json.gz"
 
 # Every process of this run gets the hard file limit (idle and rooms open ~20,000 sockets).
@@ -94,15 +95,7 @@ start_server() {
       HOST=127.0.0.1 PORT=$PORT node "$HOCUS_JS" >"$TMP/hocuspocus-$PORT.log" 2>&1 &
       ;;
     plait)
-      mkdir -p "$2"
-      # The per-connection abuse limits (messages/s, bytes/s, connections per IP, ...) would
-      # close the load generator's clients; a capacity benchmark raises them. Environment
-      # variables, so a build without these flags still starts.
-      PLAIT_MAX_CONNECTIONS=1000000 PLAIT_MAX_CONNECTIONS_PER_IP=1000000 \
-      PLAIT_MAX_MESSAGES_PER_SEC=100000000 PLAIT_MAX_BYTES_PER_SEC=100000000000 \
-      PLAIT_MAX_AWARENESS_PER_SEC=100000000 PLAIT_MAX_ROOMS=100000 \
-      RUST_LOG=warn "$TMP/plait" serve --host 127.0.0.1 --port "$PORT" \
-        --store "sqlite://$2/plait.db" --durability strict >"$TMP/plait-$PORT.log" 2>&1 &
+      start_plait "$TMP/plait" "$PORT" "$2" "$TMP/plait-$PORT.log"
       ;;
   esac
   SERVER_PID=$!
