@@ -92,6 +92,7 @@ async fn ask(shared: &Arc<Shared>, room: &str, op: AdminOp) -> Result<AdminReply
     let handle = shared
         .hub
         .get_or_spawn(room, shared)
+        .await
         .map_err(|e| unavailable(format!("room unavailable: {e:?}")))?;
     let (reply, answer) = oneshot::channel();
     handle

@@ -182,10 +182,14 @@ async fn join(
     link: &mut Option<MemberLink>,
 ) -> Result<RoomHandle, Close> {
     loop {
-        let handle = shared.hub.get_or_spawn(room, shared).map_err(|e| match e {
-            HubError::Full => ROOMS_FULL,
-            HubError::ShuttingDown => Close::GOING_AWAY,
-        })?;
+        let handle = shared
+            .hub
+            .get_or_spawn(room, shared)
+            .await
+            .map_err(|e| match e {
+                HubError::Full => ROOMS_FULL,
+                HubError::ShuttingDown => Close::GOING_AWAY,
+            })?;
         let (joined_tx, joined_rx) = oneshot::channel();
         let Some(l) = link.take() else {
             return Err(Close::GOING_AWAY);

@@ -216,9 +216,13 @@ async fn ask(
     req: impl Fn() -> ValuesRequest,
 ) -> Result<ValuesReply, ValuesError> {
     for _ in 0..MAX_ATTEMPTS {
-        let handle = shared.hub.get_or_spawn(room, shared).map_err(|e| match e {
-            HubError::Full | HubError::ShuttingDown => ValuesError::RoomUnavailable,
-        })?;
+        let handle = shared
+            .hub
+            .get_or_spawn(room, shared)
+            .await
+            .map_err(|e| match e {
+                HubError::Full | HubError::ShuttingDown => ValuesError::RoomUnavailable,
+            })?;
         let (reply, answer) = oneshot::channel();
         let cmd = RoomCmd::Values { req: req(), reply };
         if handle.tx.send(cmd).await.is_ok() {

@@ -473,3 +473,29 @@ async fn sync_step1_is_answered_with_only_the_difference() {
     assert_eq!(b.text(), "0123456789");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_hub_unloads_an_idle_room_for_a_new_one() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.max_rooms = 2;
+        c.room_idle_ms = 60_000;
+    })
+    .await;
+    let a = TestClient::connect(&server.url("one")).await;
+    a.insert(0, "kept");
+    let b = TestClient::connect(&server.url("two")).await;
+    a.close();
+    // "one" is idle (its grace is a minute): it unloads to make room, and the newcomer waits
+    // for that instead of being refused.
+    let c = TestClient::connect(&server.url("three")).await;
+    // No room is idle now: a fourth is refused with 1013 (try again later).
+    let d = TestClient::connect_raw(&server.url("four"), Doc::new()).await;
+    let (code, reason) = d.wait_closed().await;
+    assert_eq!(code, 1013, "{reason}");
+    // Once "three" is idle, "one" loads again from the store with what it had.
+    c.close();
+    let again = TestClient::connect(&server.url("one")).await;
+    assert_eq!(again.text(), "kept");
+    drop(b);
+    server.stop().await;
+}
