@@ -16,7 +16,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SCENARIOS=${*:-"ingest fanout storm"}
-source bench/plait-capacity.sh
+source bench/common.sh
 TRACE="$ROOT/../shared/data/editing-traces/sequential-automerge-paper.json.gz"
 OUT=bench/results/flamegraphs
 mkdir -p "$OUT"
@@ -58,7 +58,7 @@ for scenario in $SCENARIOS; do
   rm -f "$TMP/result.jsonl"
   start_plait "$TMP/plait" "$PORT" "$TMP/store-$scenario" "$TMP/plait.log"
   SERVER_PID=$!
-  for _ in $(seq 1 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+  wait_port "$PORT"
   perf record -q -e cpu-clock -F 997 --call-graph dwarf,32768 -p "$SERVER_PID" \
     -o "$TMP/perf.data" >/dev/null 2>&1 &
   PERF_PID=$!

@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--quick" ]]; then MODE=quick; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 SERVERS=${SERVERS:-"reference hocuspocus plait"}
-source bench/plait-capacity.sh
+source bench/common.sh
 TRACE="$ROOT/../shared/data/editing-traces/sequential-automerge-paper.json.gz"
 
 # Every process of this run gets the hard file limit (idle and rooms open ~20,000 sockets).
@@ -72,15 +72,6 @@ fi
 PORT=17400
 SERVER_PID=""
 URL=""
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "server on port $1 did not start" >&2
-  return 1
-}
 
 # start_server KIND STORE_DIR
 start_server() {

@@ -786,11 +786,8 @@ impl Room {
     /// nothing is left uncommitted.
     async fn commit(&mut self) -> bool {
         loop {
-            if let Some(inflight) = self.inflight.as_mut() {
-                let output = inflight.write.as_mut().await;
-                if !self.finish_commit(output).await {
-                    return false;
-                }
+            if !self.settle_commit().await {
+                return false;
             }
             if self.uncommitted.is_empty() {
                 if self.compaction_due() {
@@ -836,10 +833,23 @@ impl Room {
         true
     }
 
+    /// Waits for the commit under way, if any, and settles it; returns whether nothing
+    /// failed.
+    async fn settle_commit(&mut self) -> bool {
+        let Some(mut inflight) = self.inflight.take() else {
+            return true;
+        };
+        let output = inflight.write.as_mut().await;
+        self.finish_commit(inflight, output).await
+    }
+
     /// The serve loop saw the commit under way end: settle it, start the next one with what
     /// was applied meanwhile, and compact when that is due (which waits for the rest).
     async fn commit_done(&mut self, output: CommitOutput) {
-        if self.finish_commit(output).await {
+        let Some(inflight) = self.inflight.take() else {
+            return;
+        };
+        if self.finish_commit(inflight, output).await {
             if self.compaction_due() {
                 self.commit().await;
             } else {
@@ -851,10 +861,11 @@ impl Room {
     /// Settles the commit under way with its store write's outcome: on success releases its
     /// frames and publishes its updates; on failure puts them back in front of what was
     /// applied since, to be retried. Returns whether it succeeded.
-    async fn finish_commit(&mut self, (result, mut updates): CommitOutput) -> bool {
-        let Some(inflight) = self.inflight.take() else {
-            return false;
-        };
+    async fn finish_commit(
+        &mut self,
+        inflight: InFlight,
+        (result, mut updates): CommitOutput,
+    ) -> bool {
         m::hot()
             .commit_seconds
             .record(inflight.started.elapsed().as_secs_f64());
@@ -967,10 +978,7 @@ impl Room {
 
     async fn reload(&mut self) {
         // What is being written is part of what gets re-applied if the write fails.
-        if let Some(inflight) = self.inflight.as_mut() {
-            let output = inflight.write.as_mut().await;
-            self.finish_commit(output).await;
-        }
+        self.settle_commit().await;
         let uncommitted = std::mem::take(&mut self.uncommitted);
         match self.shared.store.load_room(&self.name).await {
             Ok(stored) => self.load(stored),
@@ -1407,7 +1415,6 @@ impl Room {
     }
 }
 
-/// A value's current JSON (a counter whose sum does not fit reads as null).
 /// Waits for the commit under way; the serve loop polls it only when there is one.
 async fn in_flight(inflight: &mut Option<InFlight>) -> CommitOutput {
     match inflight {
@@ -1416,6 +1423,7 @@ async fn in_flight(inflight: &mut Option<InFlight>) -> CommitOutput {
     }
 }
 
+/// A value's current JSON (a counter whose sum does not fit reads as null).
 fn current(value: &Value) -> Json {
     value.current().unwrap_or(Json::Null)
 }

@@ -1,5 +1,17 @@
-# Sourced by bench/run.sh and bench/profile.sh: start_plait BINARY PORT STORE_DIR LOG starts
-# plait (SQLite in STORE_DIR, strict durability) in the background, as every benchmark runs it.
+# Sourced by bench/run.sh and bench/profile.sh.
+
+# wait_port PORT: waits (up to 10 s) until something listens on 127.0.0.1:PORT.
+wait_port() {
+  for _ in $(seq 1 200); do
+    if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "server on port $1 did not start" >&2
+  return 1
+}
+
+# start_plait BINARY PORT STORE_DIR LOG starts plait (SQLite in STORE_DIR, strict durability)
+# in the background, as every benchmark runs it.
 #
 # The per-connection abuse limits (messages/s, bytes/s, connections per IP, ...) would close
 # the load generator's clients; a capacity benchmark raises them. Environment variables, so a
