@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use plait_protocol::AwarenessEntry;
 
-use crate::room::ConnId;
+use crate::conn::ConnId;
 
 /// Remote states not renewed for this long are removed, as every y-protocols peer does.
 pub(crate) const OUTDATED_TIMEOUT: Duration = Duration::from_secs(30);

@@ -25,6 +25,7 @@ pub mod admin;
 mod awareness;
 mod bus;
 pub mod config;
+mod conn;
 mod connection;
 pub mod docs;
 mod http;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::Notify;
 
-use crate::room::Close;
+use crate::conn::Close;
 
 /// The reason a connection closes, set once by whoever decides first (its room, its reader, an
 /// admin kick, token expiry) and sent by the writer as the close frame. A channel would do,

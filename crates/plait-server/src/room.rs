@@ -38,12 +38,10 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
 
 use crate::awareness::Awareness;
 use crate::config::Durability;
+pub(crate) use crate::conn::{Close, ConnId};
 use crate::metrics as m;
 use crate::outbox::{CloseSignal, Outbox};
 use crate::Shared;
-
-/// Identifies one WebSocket connection for the life of the process.
-pub(crate) type ConnId = u64;
 
 /// Commands a room's inbox accepts before it drains them in one batch.
 const MAX_BATCH: usize = 512;
@@ -62,43 +60,8 @@ pub(crate) const INBOX_CAPACITY: usize = 1024;
 /// while it waits, so a store that hangs must not hang the room: reads and syncs go on
 /// between retries.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
-/// First retry delay after a failed commit; doubles up to [`MAX_RETRY_DELAY`].
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// How often a room checks awareness expiry, idleness and retries.
 const TICK: Duration = Duration::from_millis(500);
-
-/// Why the server closes a connection: a WebSocket close code and a reason for the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Close {
-    pub(crate) code: u16,
-    pub(crate) reason: &'static str,
-}
-
-impl Close {
-    pub(crate) const SLOW_CONSUMER: Close = Close {
-        code: 1013,
-        reason: "slow consumer: reconnect to resync",
-    };
-    pub(crate) const GOING_AWAY: Close = Close {
-        code: 1001,
-        reason: "server shutting down",
-    };
-    pub(crate) const STORE_UNAVAILABLE: Close = Close {
-        code: 1013,
-        reason: "storage unavailable: try again later",
-    };
-    pub(crate) const BAD_UPDATE: Close = Close {
-        code: 1007,
-        reason: "update could not be applied",
-    };
-    /// Transient on purpose: a client that reconnected before the server noticed its old
-    /// socket was dead retries, and gets in once the old session's presence goes stale.
-    pub(crate) const CLIENT_ID_IN_USE: Close = Close {
-        code: 1013,
-        reason: "client id in use by another connection: retry later",
-    };
-}
 
 /// The permission-denied reason sent for an update refused by `--max-document-bytes`.
 const DOCUMENT_FULL: &str = "document size limit reached";
@@ -135,6 +98,7 @@ pub(crate) enum Inbound {
 
 mod admin;
 mod cluster;
+mod ledger;
 mod stored;
 
 pub(crate) use admin::{AdminOp, AdminReply, AdminResult, RestoreTarget};
@@ -282,15 +246,13 @@ struct Member {
     link: MemberLink,
 }
 
-/// What a store write returns, with the updates it was given back.
-type CommitOutput = (Result<u64, plait_store::Error>, Vec<Bytes>);
+/// What a store write returns: the seq of its last update.
+type CommitOutput = Result<u64, plait_store::Error>;
 
-/// A commit whose store write is under way while the room applies the next batch.
+/// The store write of the ledger's batch under way, while the room applies the next batch.
 /// Its updates are applied to the document; its frames go out only when it succeeds.
 struct InFlight {
     write: std::pin::Pin<Box<dyn std::future::Future<Output = CommitOutput> + Send>>,
-    bytes: usize,
-    held: Vec<(Bytes, Option<ConnId>)>,
     started: Instant,
 }
 
@@ -314,18 +276,18 @@ pub(crate) struct Room {
     doc_bytes_exact: bool,
     /// Size of the newest compaction snapshot, for [`Room::compaction_due`].
     snapshot_bytes: usize,
-    /// Updates applied to the document but not yet committed, oldest first.
-    uncommitted: Vec<Bytes>,
-    uncommitted_bytes: usize,
-    /// With strict durability: frames that wait for `uncommitted` to commit before they go
-    /// out, with the connection that needs no echo.
-    held: Vec<(Bytes, Option<ConnId>)>,
-    /// The commit under way, if any (strict durability): the room goes on applying the next
-    /// batch while the store writes this one.
+    /// Updates applied to the document but not yet stored, and the frames that wait for them:
+    /// the room's one durability decision (see [`ledger`]).
+    ledger: ledger::Ledger,
+    /// The store write of the ledger's batch under way, if any: the room goes on applying the
+    /// next batch while the store writes this one.
     inflight: Option<InFlight>,
-    /// When a failed commit may be retried.
-    retry_at: Option<Instant>,
-    retry_delay: Duration,
+    /// Sync step 1s that arrived while the document held edits the store did not (strict
+    /// durability, store failing): answered, newest per connection, once everything is stored.
+    deferred_syncs: Vec<(ConnId, StateVector)>,
+    /// Others committed seqs this room's document lacks (a gap after its own commit, and the
+    /// catch-up failed): `last_seq` stays below them, and the room catches up on its tick.
+    behind: bool,
     last_flush: Instant,
     idle_since: Option<Instant>,
     /// Awareness entries to send at the end of the current batch or tick.
@@ -440,12 +402,10 @@ impl Room {
             doc_bytes: 0,
             doc_bytes_exact: true,
             snapshot_bytes: 0,
-            uncommitted: Vec::new(),
-            uncommitted_bytes: 0,
+            ledger: ledger::Ledger::new(shared.room.durability == Durability::Strict),
             inflight: None,
-            held: Vec::new(),
-            retry_at: None,
-            retry_delay: FIRST_RETRY_DELAY,
+            deferred_syncs: Vec::new(),
+            behind: false,
             last_flush: Instant::now(),
             idle_since: Some(Instant::now()),
             awareness_out: Vec::new(),
@@ -505,7 +465,7 @@ impl Room {
             // capping them at 128 while pipelining took the automerge-paper ingest from about
             // 140,000 to 90,000 edits/s.)
             let take = match &self.inflight {
-                Some(_) if self.uncommitted.len() >= MAX_BATCH / 2 => 0,
+                Some(_) if self.ledger.n_pending() >= MAX_BATCH / 2 => 0,
                 _ => MAX_BATCH,
             };
             tokio::select! {
@@ -569,8 +529,9 @@ impl Room {
             self.apply_value_ops(value_ops).await;
         }
         // Strict durability: nobody may read an update before it is committed, so a sync
-        // step 2 or an export waits for the commit under way (and what was applied since).
-        if self.inflight.is_some() && rest.iter().any(RoomCmd::reads_document) {
+        // step 2 or an export waits for the commit under way (and what was applied since). If
+        // the store is failing, they wait longer (see `inbound` and `admin`).
+        if self.strict() && !self.ledger.is_clean() && rest.iter().any(RoomCmd::reads_document) {
             self.commit().await;
         }
         let mut evict = false;
@@ -599,7 +560,7 @@ impl Room {
         let mut senders: Vec<ConnId> = updates.iter().map(|(c, ..)| *c).collect();
         senders.sort_unstable();
         senders.dedup();
-        if self.uncommitted_bytes > self.shared.room.max_uncommitted_bytes {
+        if self.ledger.held_bytes() > self.shared.room.max_uncommitted_bytes {
             // The store has been failing for a while: apply nothing more, and let the writers
             // keep their edits until they reconnect to a healthy server.
             for conn in senders {
@@ -676,37 +637,37 @@ impl Room {
         if outcome.changes.len() <= 2 {
             return;
         }
-        let entries: Vec<(Bytes, Option<ConnId>)> = if outcome.involved_pending {
-            vec![(Bytes::from(outcome.changes), None)]
+        let entries: Vec<Bytes> = if outcome.involved_pending {
+            vec![Bytes::from(outcome.changes)]
         } else {
-            outcome
-                .applied
-                .into_iter()
-                .map(|(conn, raw)| (raw, Some(conn)))
-                .collect()
+            outcome.applied.into_iter().map(|(_, raw)| raw).collect()
         };
-        for (update, origin) in entries {
-            let frame = encode_update(&update);
-            self.uncommitted_bytes += update.len();
-            self.doc_bytes += update.len();
-            self.doc_bytes_exact = false;
-            self.uncommitted.push(update);
-            match self.shared.room.durability {
-                Durability::Strict => self.held.push((frame, origin)),
-                Durability::RelaxedMayLoseRecentEdits => self.broadcast(&frame, origin),
-            }
+        for update in entries {
+            self.record(update);
         }
-        match self.shared.room.durability {
+        if self.strict() {
             // Pipelined: the room goes on with the next batch while the store writes this
-            // one; the frames wait in `held` either way.
-            Durability::Strict => {
-                self.start_commit();
-            }
-            Durability::RelaxedMayLoseRecentEdits => {
-                if self.uncommitted_bytes > self.shared.room.max_uncommitted_bytes / 4 {
-                    self.commit().await;
-                }
-            }
+            // one; the frames wait in the ledger.
+            self.start_commit();
+        } else if self.ledger.held_bytes() > self.shared.room.max_uncommitted_bytes / 4 {
+            self.commit().await;
+        }
+    }
+
+    fn strict(&self) -> bool {
+        self.shared.room.durability == Durability::Strict
+    }
+
+    /// Records an update applied to the document in the ledger, and sends its frame to every
+    /// member, the sender included, when the ledger allows: at once (relaxed), or once it is
+    /// stored (strict). The sender's echo is its confirmation, so it means "stored" exactly
+    /// when durability is strict.
+    fn record(&mut self, update: Bytes) {
+        let frame = encode_update(&update);
+        self.doc_bytes += update.len();
+        self.doc_bytes_exact = false;
+        if let Some(frame) = self.ledger.record(update, frame) {
+            self.broadcast(&frame, None);
         }
     }
 
@@ -789,7 +750,7 @@ impl Room {
             if !self.settle_commit().await {
                 return false;
             }
-            if self.uncommitted.is_empty() {
+            if self.ledger.is_clean() {
                 if self.compaction_due() {
                     self.compact().await;
                 }
@@ -801,33 +762,27 @@ impl Room {
         }
     }
 
-    /// Starts writing `uncommitted` unless a commit is under way (it starts the next one
-    /// when it ends) or a failed one waits for its retry. Returns whether one is under way.
+    /// Starts writing what the ledger holds unless a commit is under way (it starts the next
+    /// one when it ends) or a failed one waits for its retry. Returns whether one is under way.
     fn start_commit(&mut self) -> bool {
         if self.inflight.is_some() {
             return true;
         }
         // While the store is failing, only the retry timer tries again; new updates are held.
-        if self.uncommitted.is_empty() || self.retry_at.is_some_and(|at| Instant::now() < at) {
+        let Some(updates) = self.ledger.start(Instant::now()) else {
             return false;
-        }
-        let updates = std::mem::take(&mut self.uncommitted);
+        };
         let store = self.shared.store.clone();
         let name = self.name.clone();
         let write = async move {
-            let result =
-                match tokio::time::timeout(COMMIT_TIMEOUT, store.append_updates(&name, &updates))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
-                };
-            (result, updates)
+            match tokio::time::timeout(COMMIT_TIMEOUT, store.append_updates(&name, &updates)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
+            }
         };
         self.inflight = Some(InFlight {
             write: Box::pin(write),
-            bytes: self.uncommitted_bytes,
-            held: std::mem::take(&mut self.held),
             started: Instant::now(),
         });
         true
@@ -850,7 +805,9 @@ impl Room {
             return;
         };
         if self.finish_commit(inflight, output).await {
-            if self.compaction_due() {
+            // Deferred syncs wait for everything to be stored: finish the rest now rather
+            // than let a steady stream of edits keep them waiting.
+            if self.compaction_due() || !self.deferred_syncs.is_empty() {
                 self.commit().await;
             } else {
                 self.start_commit();
@@ -861,51 +818,51 @@ impl Room {
     /// Settles the commit under way with its store write's outcome: on success releases its
     /// frames and publishes its updates; on failure puts them back in front of what was
     /// applied since, to be retried. Returns whether it succeeded.
-    async fn finish_commit(
-        &mut self,
-        inflight: InFlight,
-        (result, mut updates): CommitOutput,
-    ) -> bool {
+    async fn finish_commit(&mut self, inflight: InFlight, result: CommitOutput) -> bool {
         m::hot()
             .commit_seconds
             .record(inflight.started.elapsed().as_secs_f64());
         self.last_flush = Instant::now();
         match result {
             Ok(seq) => {
-                let prev_seq = self.last_seq;
-                // A catch-up from the bus while this was being written may already be past it.
-                self.last_seq = self.last_seq.max(seq);
+                let done = self.ledger.committed();
                 self.shared.set_store_healthy(true);
                 self.changed_since_history = true;
-                self.log_updates += updates.len() as u64;
-                self.log_bytes += inflight.bytes as u64;
-                self.uncommitted_bytes -= inflight.bytes;
-                self.retry_at = None;
-                self.retry_delay = FIRST_RETRY_DELAY;
-                for (frame, skip) in inflight.held {
-                    self.broadcast(&frame, skip);
+                self.log_updates += done.updates.len() as u64;
+                self.log_bytes += done.update_bytes as u64;
+                for frame in &done.frames {
+                    self.broadcast(frame, None);
                 }
                 // Publish, and catch up if other processes committed in between (before
                 // compaction trusts `last_seq`).
-                self.bus_committed(prev_seq, seq, &updates).await;
+                self.committed_seqs(seq, &done.updates).await;
+                if self.ledger.is_clean() {
+                    self.answer_deferred_syncs();
+                }
                 true
             }
             Err(e) => {
-                warn!(error = %e, retry_in_ms = self.retry_delay.as_millis() as u64,
-                    held = updates.len() + self.uncommitted.len(),
+                self.ledger.failed(Instant::now());
+                warn!(error = %e, retry_in_ms = self.ledger.retry_delay().as_millis() as u64,
+                    held = self.ledger.n_pending(),
                     "commit failed; holding updates and retrying");
                 metrics::counter!(m::COMMIT_FAILURES).increment(1);
                 self.shared.set_store_healthy(false);
-                self.retry_at = Some(Instant::now() + self.retry_delay);
-                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
-                updates.append(&mut self.uncommitted);
-                self.uncommitted = updates;
-                let mut held = inflight.held;
-                held.append(&mut self.held);
-                self.held = held;
                 false
             }
         }
+    }
+
+    /// Answers the sync step 1s that waited for everything to be stored.
+    fn answer_deferred_syncs(&mut self) {
+        for (conn, sv) in std::mem::take(&mut self.deferred_syncs) {
+            self.answer_sync_step1(conn, &sv);
+        }
+    }
+
+    fn answer_sync_step1(&mut self, conn: ConnId, sv: &StateVector) {
+        let diff = self.doc.transact().encode_state_as_update_v1(sv);
+        self.send(conn, encode_sync_step2(&diff));
     }
 
     /// Whether the log should be merged into a snapshot now. A snapshot re-encodes the whole
@@ -917,13 +874,12 @@ impl Room {
     /// crash replays when a big document receives many tiny edits.
     fn compaction_due(&self) -> bool {
         let room = &self.shared.room;
-        (self.log_updates >= room.compact_after_updates
-            && self.log_bytes.saturating_mul(2) >= self.snapshot_bytes as u64)
-            || self.log_bytes >= room.compact_after_bytes
-            || self.log_updates
-                >= room
-                    .compact_after_updates
-                    .saturating_mul(MAX_LOG_ROWS_FACTOR)
+        let log = room.compact_after_updates;
+        !self.behind
+            && ((self.log_updates >= log
+                && self.log_bytes.saturating_mul(2) >= self.snapshot_bytes as u64)
+                || self.log_bytes >= room.compact_after_bytes
+                || self.log_updates >= log.saturating_mul(MAX_LOG_ROWS_FACTOR))
     }
 
     /// Merges the log into one snapshot. The store deletes the covered log rows in the same
@@ -979,20 +935,20 @@ impl Room {
     async fn reload(&mut self) {
         // What is being written is part of what gets re-applied if the write fails.
         self.settle_commit().await;
-        let uncommitted = std::mem::take(&mut self.uncommitted);
         match self.shared.store.load_room(&self.name).await {
             Ok(stored) => self.load(stored),
             Err(e) => error!(error = %e, "reload failed; keeping an empty document until retry"),
         }
         // What was applied but not committed is re-applied; it was validated before.
         let mut txn = self.doc.transact_mut();
-        for data in &uncommitted {
+        for data in self.ledger.uncommitted() {
             if let Ok(u) = Update::decode_v1(data) {
                 let _ = catch_unwind(AssertUnwindSafe(|| txn.apply_update(u)));
             }
         }
         drop(txn);
-        self.uncommitted = uncommitted;
+        // ...and written: it was applied meanwhile, and its frames wait for it.
+        self.start_commit();
     }
 
     fn join(&mut self, conn: ConnId, link: MemberLink, joined: oneshot::Sender<()>) {
@@ -1031,10 +987,14 @@ impl Room {
             return;
         }
         match msg {
-            Inbound::Step1(sv) => {
-                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
-                self.send(conn, encode_sync_step2(&diff));
+            Inbound::Step1(sv) if self.strict() && !self.ledger.is_clean() => {
+                // The store is failing: the document holds edits the store lacks, which must
+                // not leave the room. Answer once they are stored; a newer step 1 from the same
+                // connection replaces an older one.
+                self.deferred_syncs.retain(|(c, _)| *c != conn);
+                self.deferred_syncs.push((conn, sv));
             }
+            Inbound::Step1(sv) => self.answer_sync_step1(conn, &sv),
             Inbound::Awareness(entries) => {
                 let accepted = self.awareness.apply(conn, entries, Instant::now());
                 self.broadcast_awareness(&accepted);
@@ -1050,6 +1010,7 @@ impl Room {
     }
 
     fn leave(&mut self, conn: ConnId) {
+        self.deferred_syncs.retain(|(c, _)| *c != conn);
         if self.members.remove(&conn).is_some() {
             debug!(conn, members = self.members.len(), "left");
         }
@@ -1158,11 +1119,12 @@ impl Room {
         self.broadcast_awareness(&expired);
         self.bus_tick(now).await;
         self.flush_awareness();
-        let retry_due = self.retry_at.is_some_and(|at| now >= at);
-        let flush_due = self.shared.room.durability == Durability::RelaxedMayLoseRecentEdits
+        let retry_due = self.ledger.retry_due(now);
+        let flush_due = !self.strict()
             && now.duration_since(self.last_flush) >= self.shared.room.flush_interval;
-        if !self.uncommitted.is_empty() && (retry_due || (flush_due && self.retry_at.is_none())) {
-            self.commit().await;
+        if retry_due || (flush_due && !self.ledger.failing()) {
+            // The serve loop settles it; a strict room goes on serving meanwhile.
+            self.start_commit();
         }
         if !self.dirty_values.is_empty() && (retry_due || flush_due) {
             self.store_values().await;
@@ -1201,18 +1163,18 @@ impl Room {
         while !(self.commit().await && self.store_values().await) {
             if Instant::now() >= deadline {
                 error!(
-                    lost = self.uncommitted.len(),
+                    lost = self.ledger.n_pending(),
                     "shutdown deadline passed with uncommitted updates; their senders still hold them"
                 );
                 break;
             }
-            tokio::time::sleep(self.retry_delay).await;
+            tokio::time::sleep(self.ledger.retry_delay()).await;
         }
         for (_, member) in self.members.drain() {
             member.link.control.close(Close::GOING_AWAY);
         }
         // A restart then loads one row per room (the cold sync step 2 of a big document).
-        if self.uncommitted.is_empty() && self.log_updates > 0 {
+        if self.ledger.is_clean() && self.log_updates > 0 {
             self.compact().await;
         }
         self.n_members.store(0, Ordering::Relaxed);

@@ -160,7 +160,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn append_updates(&self, room: &str, updates: &[Bytes]) -> Result<u64, Error>;
 
     /// Writes a snapshot. A [`SnapshotKind::Compaction`] snapshot deletes, in the same
-    /// transaction, the log entries it covers and the older compaction snapshots.
+    /// transaction, the log entries it covers and the older compaction snapshots; one that
+    /// covers no more than the newest compaction already does is stale (another process
+    /// compacted further) and writes nothing.
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error>;
 
     /// The room's snapshots, oldest first.

@@ -72,6 +72,16 @@ impl Store for MemoryStore {
         let r = rooms.entry(room.to_owned()).or_default();
         r.last_seq = r.last_seq.max(snapshot.up_to_seq);
         if snapshot.kind == SnapshotKind::Compaction {
+            // Never move the snapshot backwards (see the SQL stores).
+            let newest = r
+                .snapshots
+                .iter()
+                .filter(|s| s.kind == SnapshotKind::Compaction)
+                .map(|s| s.up_to_seq)
+                .max();
+            if newest.is_some_and(|seq| seq >= snapshot.up_to_seq) {
+                return Ok(());
+            }
             r.log.retain(|u| u.seq > snapshot.up_to_seq);
             r.snapshots.retain(|s| s.kind != SnapshotKind::Compaction);
         }

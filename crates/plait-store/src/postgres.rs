@@ -146,6 +146,33 @@ impl Store for PgStore {
 
     async fn write_snapshot(&self, room: &str, snapshot: &Snapshot) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
+        // Make sure the room exists and its seq never falls behind a snapshot. The upsert also
+        // locks the room's row (PostgreSQL) or the database (SQLite), so the check below and
+        // the writes after it see no concurrent compaction of the room.
+        sqlx::query(
+            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET last_seq = GREATEST(rooms.last_seq, EXCLUDED.last_seq)",
+        )
+        .bind(room)
+        .bind(snapshot.up_to_seq as i64)
+        .bind(snapshot.created_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        if snapshot.kind == SnapshotKind::Compaction {
+            // A compaction never moves the room's snapshot backwards: one already covering as
+            // much or more makes this one stale (another process compacted further), and the
+            // rows between the two live only in the newer snapshot.
+            let newest: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(up_to_seq) FROM snapshots WHERE room = $1 AND kind = 'compaction'",
+            )
+            .bind(room)
+            .fetch_one(&mut *tx)
+            .await?;
+            if newest.is_some_and(|seq| seq >= snapshot.up_to_seq as i64) {
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO snapshots \
              (room, up_to_seq, kind, data, state_vector, created_at_ms, values_state) \
@@ -159,15 +186,6 @@ impl Store for PgStore {
         .bind(snapshot.created_at_ms)
         .bind(snapshot.values.as_deref())
         .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = GREATEST(rooms.last_seq, EXCLUDED.last_seq)",
-        )
-        .bind(room)
-        .bind(snapshot.up_to_seq as i64)
-        .bind(snapshot.created_at_ms)
-        .execute(&mut *tx)
         .await?;
         if snapshot.kind == SnapshotKind::Compaction {
             sqlx::query("DELETE FROM updates WHERE room = $1 AND seq <= $2")

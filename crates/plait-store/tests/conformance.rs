@@ -169,6 +169,39 @@ async fn compaction_replaces_the_log_it_covers() {
     }
 }
 
+/// Pins issue 13 item 1: process P2, whose document holds seqs up to 15, compacts after P1
+/// compacted at 20. The stale compaction must not delete the newer one: seqs 16-20 live only in
+/// P1's snapshot, so deleting it lost them for good.
+#[tokio::test]
+async fn a_stale_compaction_never_replaces_a_newer_one() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let log: Vec<Bytes> = (1..=22).map(|i| b(&i.to_string())).collect();
+        store.append_updates("r", &log).await.unwrap();
+        let compaction = |seq: u64| Snapshot {
+            up_to_seq: seq,
+            kind: SnapshotKind::Compaction,
+            data: b(&format!("state@{seq}")),
+            state_vector: b("sv"),
+            created_at_ms: seq as i64,
+            values: None,
+        };
+        store.write_snapshot("r", &compaction(20)).await.unwrap();
+        store.write_snapshot("r", &compaction(15)).await.unwrap();
+        let loaded = store.load_room("r").await.unwrap();
+        assert_eq!(loaded.snapshot, Some(compaction(20)), "{name}");
+        let seqs: Vec<u64> = loaded.updates.iter().map(|u| u.seq).collect();
+        assert_eq!(seqs, vec![21, 22], "{name}");
+        let kept = store.list_snapshots("r").await.unwrap();
+        assert_eq!(
+            kept.len(),
+            1,
+            "{name}: the stale snapshot is not kept beside it"
+        );
+        assert_eq!(kept[0].up_to_seq, 20, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn sqlite_keeps_commits_across_reopen() {
     let dir = tempfile::tempdir().unwrap();

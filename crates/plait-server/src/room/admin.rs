@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use plait_crdt::ServerMessage;
-use plait_protocol::message::encode_update;
 use plait_store::{Snapshot, SnapshotKind};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -67,6 +66,12 @@ pub(crate) type AdminResult = Result<AdminReply, String>;
 impl Room {
     pub(super) async fn admin(&mut self, op: AdminOp, reply: oneshot::Sender<AdminResult>) {
         let result = match op {
+            // The room waited for its commits before this (`handle_batch`); if the store is
+            // failing, the document holds edits it lacks, which must not leave the room.
+            AdminOp::Export | AdminOp::Inspect if self.strict() && !self.ledger.is_clean() => Err(
+                "the store is failing and the room holds edits not yet stored; try again later"
+                    .into(),
+            ),
             AdminOp::Export => Ok(AdminReply::Export(SnapshotFile {
                 update: docs::encode_state(&self.doc),
                 values: stored_values::named(&self.values),
@@ -129,23 +134,11 @@ impl Room {
             });
         };
         info!(bytes = edit.len(), "restoring with a forward edit");
-        let frame = encode_update(&edit);
-        self.uncommitted_bytes += edit.len();
-        self.uncommitted.push(Bytes::from(edit));
-        match self.shared.room.durability {
-            Durability::Strict => {
-                self.held.push((frame, None));
-                if !self.commit().await {
-                    return Err(
-                        "restored in memory, but the store is failing: the edit is held and retried"
-                            .into(),
-                    );
-                }
-            }
-            Durability::RelaxedMayLoseRecentEdits => {
-                self.broadcast(&frame, None);
-                self.commit().await;
-            }
+        self.record(Bytes::from(edit));
+        if !self.commit().await && self.strict() {
+            return Err(
+                "restored in memory, but the store is failing: the edit is held and retried".into(),
+            );
         }
         Ok(AdminReply::Merged {
             document: true,
@@ -206,11 +199,7 @@ impl Room {
         reuse: Option<Snapshot>,
     ) {
         let interval = self.shared.room.history_interval;
-        if interval.is_zero()
-            || !self.changed_since_history
-            || !self.uncommitted.is_empty()
-            || self.inflight.is_some()
-        {
+        if interval.is_zero() || !self.changed_since_history || !self.ledger.is_clean() {
             return;
         }
         if !force && now.duration_since(self.last_history) < interval {

@@ -90,22 +90,33 @@ impl Room {
         self.publish(&Outgoing::AwarenessQuery);
     }
 
-    /// After a successful commit of `updates` (seqs `last - len + 1 ..= last`), with `prev` the
-    /// room's `last_seq` before it: publish them, and catch up if others committed in between.
-    /// Leaves `last_seq` at the newest seq whose update the document holds.
-    pub(crate) async fn bus_committed(&mut self, prev: u64, last: u64, updates: &[Bytes]) {
-        if self.cluster.is_none() || updates.is_empty() {
+    /// After a successful commit of `updates`, which the store gave seqs
+    /// `last - len + 1 ..= last`: publish them, and catch up if others committed in between
+    /// (with or without a bus: several processes may share a store). Leaves `last_seq` at the
+    /// newest seq up to which the document holds every update, so a compaction at `last_seq`
+    /// never deletes rows the document lacks; while a gap stays, the room is `behind` and
+    /// does not compact.
+    pub(crate) async fn committed_seqs(&mut self, last: u64, updates: &[Bytes]) {
+        let Some(first) = (last + 1).checked_sub(updates.len() as u64) else {
+            return;
+        };
+        if updates.is_empty() {
             return;
         }
-        let first = last + 1 - updates.len() as u64;
         self.publish(&Outgoing::Updates {
             first_seq: first,
             last_seq: last,
             updates,
         });
-        if first > prev + 1 {
-            self.last_seq = prev;
-            self.catch_up(Some((first, last))).await;
+        if last <= self.last_seq {
+            // A catch-up read these rows back while they were being written.
+        } else if first == self.last_seq + 1 {
+            self.last_seq = last;
+        } else {
+            self.behind = true;
+            if self.catch_up(Some((first, last))).await {
+                self.behind = false;
+            }
         }
     }
 
@@ -371,6 +382,9 @@ impl Room {
         if self.needs_reload {
             self.needs_reload = false;
             self.reload().await;
+        }
+        if self.behind && self.catch_up(None).await {
+            self.behind = false;
         }
         let Some(c) = &mut self.cluster else {
             return;
