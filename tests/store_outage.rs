@@ -33,11 +33,27 @@ async fn database_outage_loses_nothing() {
     b.wait_text("before;").await;
     assert!(ready(&server).await);
 
+    // A second room, loaded before the outage and never written.
+    let _quiet_keeper = TestClient::connect(&server.url("outage-quiet")).await;
     cluster.down();
     a.insert(7, "during;");
-    // Reads and syncs go on: a newcomer to the loaded room gets what is durable.
-    let reader = TestClient::connect(&url).await;
-    assert!(reader.text().starts_with("before;"), "{}", reader.text());
+    // Strict durability: the room now holds an edit the store lacks, so a newcomer is not
+    // synced (its step 2 would carry that edit) until the store has it (issue 13 item 2: it
+    // was answered from the document, so a client could hold an edit a crash then lost).
+    let reader = TestClient::connect_raw(&url, yrs::Doc::new()).await;
+    reader.send(plait_protocol::message::encode_sync_step1(
+        &yrs::updates::encoder::Encode::encode_v1(&yrs::StateVector::default()),
+    ));
+    // Long enough for the commit under way to time out (2 s) and a retry to fail.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    assert!(
+        !reader.text().contains("during;"),
+        "a newcomer received an edit the store does not hold: {:?}",
+        reader.text()
+    );
+    // A room with nothing unstored still syncs newcomers while the store is away.
+    let quiet = TestClient::connect(&server.url("outage-quiet")).await;
+    assert_eq!(quiet.text(), "");
     // Not ready while the store is away.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while ready(&server).await {
@@ -70,6 +86,12 @@ async fn database_outage_loses_nothing() {
         "held edit after the database returns",
     )
     .await;
+    reader
+        .wait(
+            |_, _| reader.text().contains("before;during;"),
+            "the deferred sync once the edit is stored",
+        )
+        .await;
     let a2 = TestClient::connect_with_doc(&url, a.doc.clone()).await;
     let expected = a2.text();
     b.wait_text(&expected).await;

@@ -48,6 +48,9 @@ impl Awareness {
     /// An entry is accepted when its clock is newer, or equal with a removal of a present state
     /// (`applyAwarenessUpdate`). Entries for a client id owned by another connection, and new
     /// ids past [`MAX_CLIENTS_PER_CONN`], are ignored: a connection speaks only for itself.
+    /// A removal of a client id nobody here knows is ignored too: there is nothing to remove,
+    /// and keeping it would let one connection grow the table (and every member's traffic)
+    /// without bound.
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
@@ -68,8 +71,11 @@ impl Awareness {
     ) -> Vec<AwarenessEntry> {
         let mut accepted = Vec::new();
         for e in entries {
+            let owned = self.owned_by(conn);
             match self.entries.get_mut(&e.client) {
                 Some(cur) if cur.owner != conn && cur.held(now) => continue,
+                // Taking over a stale id counts against the cap like a new one.
+                Some(cur) if cur.owner != conn && owned >= max_clients => continue,
                 Some(cur) => {
                     let newer = e.clock > cur.clock;
                     let removal = e.clock == cur.clock && e.is_removal() && cur.state != "null";
@@ -82,7 +88,7 @@ impl Awareness {
                     cur.owner = conn;
                 }
                 None => {
-                    if self.owned_by(conn) >= max_clients {
+                    if e.is_removal() || owned >= max_clients {
                         continue;
                     }
                     self.entries.insert(
@@ -110,11 +116,9 @@ impl Awareness {
             .map(|e| e.owner)
     }
 
+    /// Entries `conn` owns, removed ones included (they hold a slot until they are purged).
     fn owned_by(&self, conn: ConnId) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.owner == conn && e.state != "null")
-            .count()
+        self.entries.values().filter(|e| e.owner == conn).count()
     }
 
     /// Removes every state `conn` published; returns the removals to broadcast.
@@ -129,14 +133,23 @@ impl Awareness {
         removed
     }
 
-    /// Removes states not renewed within [`OUTDATED_TIMEOUT`]; returns the removals.
+    /// Removes states not renewed within [`OUTDATED_TIMEOUT`]; returns the removals. Removed
+    /// entries are kept that long too (their clock orders late updates), then forgotten: the
+    /// pseudo-connections of other processes never leave, so their removals would otherwise
+    /// pile up for the life of the room.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<AwarenessEntry> {
         let mut removed = Vec::new();
-        for (client, e) in self.entries.iter_mut() {
-            if e.state != "null" && now.duration_since(e.updated) >= OUTDATED_TIMEOUT {
-                removed.push(Self::mark_removed(*client, e));
+        self.entries.retain(|client, e| {
+            let old = now.duration_since(e.updated) >= OUTDATED_TIMEOUT;
+            if e.state == "null" {
+                return !old;
             }
-        }
+            if old {
+                removed.push(Self::mark_removed(*client, e));
+                e.updated = now;
+            }
+            true
+        });
         removed
     }
 
@@ -213,6 +226,50 @@ mod tests {
         let t = Instant::now();
         let many: Vec<_> = (0..10).map(|c| entry(c, 1, "{}")).collect();
         assert_eq!(a.apply(1, many, t).len(), MAX_CLIENTS_PER_CONN);
+    }
+
+    /// Pins issue 13 item 5: removals of unknown client ids were kept (and broadcast) without
+    /// the per-connection cap, so one connection could grow the table without bound.
+    #[test]
+    fn removals_of_unknown_ids_are_not_kept_and_tombstones_are_forgotten() {
+        let mut a = Awareness::default();
+        let t = Instant::now();
+        let flood: Vec<_> = (0..1000).map(|c| entry(c, 1, "null")).collect();
+        assert!(a.apply(1, flood, t).is_empty());
+        assert_eq!(a.entries.len(), 0);
+        // A connection's own removals hold its slots: it cannot cycle through more ids.
+        let mine: Vec<_> = (0..MAX_CLIENTS_PER_CONN as u64)
+            .map(|c| entry(c, 1, "{}"))
+            .collect();
+        a.apply(1, mine, t);
+        let gone: Vec<_> = (0..MAX_CLIENTS_PER_CONN as u64)
+            .map(|c| entry(c, 1, "null"))
+            .collect();
+        a.apply(1, gone, t);
+        assert!(a.apply(1, vec![entry(100, 1, "{}")], t).is_empty());
+        // A remote process's pseudo-connection (no cap) leaves tombstones; they are forgotten
+        // after the timeout.
+        a.apply_capped(
+            9,
+            (200..300).map(|c| entry(c, 1, "{}")).collect(),
+            t,
+            usize::MAX,
+        );
+        a.apply_capped(
+            9,
+            (200..300).map(|c| entry(c, 2, "null")).collect(),
+            t,
+            usize::MAX,
+        );
+        assert_eq!(a.entries.len(), 100 + MAX_CLIENTS_PER_CONN);
+        a.expire(t + OUTDATED_TIMEOUT);
+        assert_eq!(a.entries.len(), 0);
+        // Taking over stale ids counts against the cap too.
+        let stale: Vec<_> = (500..510).map(|c| entry(c, 1, "{}")).collect();
+        a.apply_capped(2, stale, t, usize::MAX);
+        let later = t + TAKEOVER_AFTER;
+        let takeover: Vec<_> = (500..510).map(|c| entry(c, 2, "{}")).collect();
+        assert_eq!(a.apply(3, takeover, later).len(), MAX_CLIENTS_PER_CONN);
     }
 
     #[test]

@@ -971,9 +971,13 @@ impl Room {
                 .collect();
             for frame in frames {
                 self.send(conn, frame);
-            }
-            if !self.members.contains_key(&conn) {
-                return;
+                if !self.members.contains_key(&conn) {
+                    // Closed as slow. Still answer the join: a dropped `joined` means "room
+                    // unloading, ask again", and the connection would retry without end
+                    // instead of ending with the close it was given.
+                    let _ = joined.send(());
+                    return;
+                }
             }
         }
         self.n_members.store(self.members.len(), Ordering::Relaxed);

@@ -695,3 +695,44 @@ async fn two_servers_sharing_a_store_lose_no_increment() {
     assert_eq!(values["hits"]["value"], json!(40));
     c.stop().await;
 }
+
+/// Pins issue 13 item 3: a values client whose join overflows its outbox (more values than
+/// `--outbox-frames`) is closed as a slow consumer and its connection ends. Before, the room
+/// dropped the join, the connection took that for "room unloading" and asked again without
+/// end, holding its per-IP slot (and re-encoding every value in the room each time).
+#[tokio::test]
+async fn a_values_join_that_overflows_the_outbox_closes_instead_of_spinning() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.outbox_frames = 4;
+        c.max_connections_per_ip = 1;
+    })
+    .await;
+    for i in 0..10 {
+        let (status, body) = server
+            .http(
+                "POST",
+                &format!("/api/rooms/many/counters/c{i}"),
+                Some(json!({"add": 1})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let client = TestClient::connect_raw(&server.values_url("many"), yrs::Doc::new()).await;
+    let (code, _) = client.wait_closed().await;
+    assert_eq!(code, 1013);
+    // The per-IP slot is given back: the connection ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let next = TestClient::connect_request(server.url("many"), yrs::Doc::new()).await;
+        if next.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overflowed connection still holds its per-IP slot: {:?}",
+            next.err()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
