@@ -47,6 +47,52 @@ pub enum SyncMessage {
     Update(Bytes),
 }
 
+impl SyncMessage {
+    /// Reads `varUint syncType` then `varUint8Array payload` from `r`, a reader over `frame`,
+    /// and validates the payload. Shared by the y-websocket and Hocuspocus framings.
+    pub(crate) fn read(frame: &Bytes, r: &mut Reader<'_>, limits: &Limits) -> Result<Self, Error> {
+        let sub = r.read_var()?;
+        let payload = r.read_buf()?;
+        // The payload is the `payload.len()` bytes just before the reader's position.
+        let end = r.position();
+        let payload_bytes = frame.slice(end - payload.len()..end);
+        match sub {
+            0 => {
+                validate::state_vector(payload)?;
+                Ok(SyncMessage::Step1(payload_bytes))
+            }
+            1 => {
+                validate::update_v1(payload, limits.max_depth)?;
+                Ok(SyncMessage::Step2(payload_bytes))
+            }
+            2 => {
+                validate::update_v1(payload, limits.max_depth)?;
+                Ok(SyncMessage::Update(payload_bytes))
+            }
+            tag => Err(Error::UnknownTag {
+                what: "sync message",
+                tag,
+            }),
+        }
+    }
+
+    /// The sync sub-type on the wire: 0, 1 or 2.
+    pub(crate) fn sub_type(&self) -> u64 {
+        match self {
+            SyncMessage::Step1(_) => 0,
+            SyncMessage::Step2(_) => 1,
+            SyncMessage::Update(_) => 2,
+        }
+    }
+
+    /// The payload: a state vector for step 1, a v1 update otherwise.
+    pub fn payload(&self) -> &Bytes {
+        match self {
+            SyncMessage::Step1(b) | SyncMessage::Step2(b) | SyncMessage::Update(b) => b,
+        }
+    }
+}
+
 /// One decoded protocol message.
 ///
 /// This mirrors `yrs::sync::Message` but keeps payloads as zero-copy [`Bytes`] and validates
@@ -78,31 +124,7 @@ impl Message {
     pub fn decode(frame: &Bytes, limits: &Limits) -> Result<Self, Error> {
         let mut r = Reader::new(frame);
         match r.read_var()? {
-            MESSAGE_SYNC => {
-                let sub = r.read_var()?;
-                let start = r.position();
-                let payload = r.read_buf()?;
-                let offset = start + (r.position() - start - payload.len());
-                let payload_bytes = frame.slice(offset..offset + payload.len());
-                match sub {
-                    0 => {
-                        validate::state_vector(payload)?;
-                        Ok(Message::Sync(SyncMessage::Step1(payload_bytes)))
-                    }
-                    1 | 2 => {
-                        validate::update_v1(payload, limits.max_depth)?;
-                        Ok(Message::Sync(if sub == 1 {
-                            SyncMessage::Step2(payload_bytes)
-                        } else {
-                            SyncMessage::Update(payload_bytes)
-                        }))
-                    }
-                    tag => Err(Error::UnknownTag {
-                        what: "sync message",
-                        tag,
-                    }),
-                }
-            }
+            MESSAGE_SYNC => Ok(Message::Sync(SyncMessage::read(frame, &mut r, limits)?)),
             MESSAGE_AWARENESS => {
                 let payload = r.read_buf()?;
                 Ok(Message::Awareness(AwarenessUpdate::decode(

@@ -1,5 +1,5 @@
-//! Any bytes: the decoder must return, never panic, and whatever it accepts yrs must decode
-//! without panicking or exhausting memory.
+//! Any bytes, as a y-websocket frame and as a Hocuspocus frame: the decoders must return, never
+//! panic, and whatever they accept yrs must decode without panicking or exhausting memory.
 //!
 //! Applying an accepted update can still trip yrs's own integration bugs (e.g. an arithmetic
 //! overflow in `BlockStore::push` for crafted skips). The server applies inside
@@ -13,6 +13,7 @@ use std::sync::Once;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use plait_protocol::hocuspocus::{ProviderFrame, ProviderMessage, ServerFrame};
 use plait_protocol::{Limits, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, StateVector, Transact, Update};
@@ -36,11 +37,28 @@ fn quiet_while_applying() {
 fuzz_target!(|data: &[u8]| {
     quiet_while_applying();
     let frame = Bytes::copy_from_slice(data);
-    match Message::decode(&frame, &Limits::default()) {
-        Ok(Message::Sync(SyncMessage::Step1(sv))) => {
+    let limits = Limits::default();
+    if let Ok(Message::Sync(sync)) = Message::decode(&frame, &limits) {
+        exercise(sync);
+    }
+    // The same bytes as a Hocuspocus frame: its sync payloads pass the same validation and
+    // must be just as safe for yrs.
+    if let Ok(ProviderFrame::Document {
+        message: ProviderMessage::Sync(sync) | ProviderMessage::SyncReply(sync),
+        ..
+    }) = ProviderFrame::decode(&frame, &limits)
+    {
+        exercise(sync);
+    }
+    let _ = ServerFrame::decode(&frame, &limits);
+});
+
+fn exercise(sync: SyncMessage) {
+    match sync {
+        SyncMessage::Step1(sv) => {
             let _ = StateVector::decode_v1(&sv);
         }
-        Ok(Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u))) => {
+        SyncMessage::Step2(u) | SyncMessage::Update(u) => {
             if let Ok(update) = Update::decode_v1(&u) {
                 let doc = Doc::new();
                 APPLYING.with(|a| a.set(true));
@@ -48,6 +66,5 @@ fuzz_target!(|data: &[u8]| {
                 APPLYING.with(|a| a.set(false));
             }
         }
-        _ => {}
     }
-});
+}
