@@ -162,6 +162,24 @@ async fn awareness_crosses_processes_and_leaves() {
         "the removal after the client left",
     )
     .await;
+    // Issue 13 item 11: a process that shuts down tells the others its clients left, rather
+    // than leaving their cursors on screen until they expire (30 s, beyond this wait).
+    let staying = TestClient::connect(&a.url("room")).await;
+    staying.set_awareness(4343, 1, r#"{"user":"grace"}"#);
+    on_b.wait(present(4343), "the second client's awareness")
+        .await;
+    assert!(a.terminate().await.success());
+    on_b.wait(
+        |s, _| {
+            s.awareness
+                .iter()
+                .rev()
+                .find(|e| e.client == 4343)
+                .is_some_and(|e| e.state == "null")
+        },
+        "the removal when the other process shut down",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -302,6 +302,28 @@ impl Values {
         self.merge(update)
     }
 
+    /// Merges a state another server already stored (the cluster bus, a catch-up from the
+    /// store). Its register timestamp is observed by `hlc` when `hlc` accepts it, and the state
+    /// is merged either way: it is durable, so refusing it (a peer whose clock runs a few
+    /// milliseconds ahead accepted a stamp at the edge of the allowed offset) would only leave
+    /// this server disagreeing with the store and with every other server.
+    ///
+    /// # Errors
+    /// As [`Values::merge`].
+    pub fn merge_durable<C: Clock>(
+        &mut self,
+        update: &Update,
+        hlc: &mut Hlc<C>,
+    ) -> Result<(), ApplyError> {
+        self.admit(&update.name, update.value.kind())?;
+        if let Some(stamp) = update.value.max_timestamp() {
+            // Refused: the clock is not dragged ahead of the allowed offset, but the value
+            // still converges.
+            let _ = hlc.observe(stamp);
+        }
+        self.merge(update)
+    }
+
     /// Checks the name, the kind against an existing value, and room for a new value.
     fn admit(&self, name: &str, kind: Kind) -> Result<(), ApplyError> {
         check_name(name)?;
@@ -370,6 +392,39 @@ mod tests {
 
     fn hlc(replica: u64) -> Hlc<ManualClock> {
         Hlc::new(ReplicaId(replica), ManualClock::new(T0))
+    }
+
+    /// Pins issue 13 item 11: process A accepts a client's register stamp at the edge of the
+    /// allowed offset and publishes the stored state; process B, whose clock is a few
+    /// milliseconds behind A's, refused it on the bus (`merge_remote`), so the two disagreed
+    /// for good. A durable state is merged whatever the stamp.
+    #[test]
+    fn a_stored_state_from_a_peer_slightly_ahead_converges() {
+        let a_clock = ManualClock::new(T0 + 5);
+        let mut a_hlc = Hlc::new(ReplicaId(1), a_clock.clone());
+        let mut b_hlc = hlc(2);
+        let edge = T0 + 5 + a_hlc.max_offset().as_millis() as u64;
+        let mut a = Values::default();
+        let update = a
+            .apply(
+                &op(
+                    "title",
+                    Action::SetAt {
+                        value: json!("edge"),
+                        physical_ms: edge,
+                        logical: 0,
+                    },
+                ),
+                &mut a_hlc,
+            )
+            .unwrap();
+        let mut b = Values::default();
+        assert!(
+            b.merge_remote(&update, &mut b_hlc).is_err(),
+            "the old bus path refuses it"
+        );
+        b.merge_durable(&update, &mut b_hlc).unwrap();
+        assert_eq!(b.get("title"), a.get("title"));
     }
 
     #[test]

@@ -268,6 +268,12 @@ pub(crate) struct Bus {
     gauge: Mutex<()>,
     /// How often a room catches up from the store while the bus is down.
     pub(crate) fallback_poll: Duration,
+    /// Cancelled by [`Bus::stop`] once the rooms have shut down (they publish their last
+    /// messages while shutting down, after the server's shutdown token fired): the publisher
+    /// then sends what is queued and ends.
+    stop_publisher: CancellationToken,
+    /// Told by the publisher when it has ended.
+    publisher_done: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Bus {
@@ -313,11 +319,25 @@ impl Bus {
             epoch: AtomicU64::new(0),
             gauge: Mutex::new(()),
             fallback_poll,
+            stop_publisher: CancellationToken::new(),
+            publisher_done: tokio::sync::Notify::new(),
         });
         metrics::gauge!(m::BUS_UP).set(0.0);
-        tokio::spawn(publisher(bus.clone(), publish_rx, shutdown.clone()));
+        let stop = bus.stop_publisher.clone();
+        let publisher_bus = bus.clone();
+        tokio::spawn(async move {
+            publisher(publisher_bus.clone(), publish_rx, stop).await;
+            publisher_bus.publisher_done.notify_one();
+        });
         tokio::spawn(subscriber(bus.clone(), ctrl_rx, shutdown));
         Ok(bus)
+    }
+
+    /// Sends what is queued for publishing and stops the publisher (after the rooms shut
+    /// down), waiting at most [`REDIS_TIMEOUT`] for it.
+    pub(crate) async fn stop(&self) {
+        self.stop_publisher.cancel();
+        let _ = tokio::time::timeout(REDIS_TIMEOUT, self.publisher_done.notified()).await;
     }
 
     /// Whether both connections are up.
@@ -508,11 +528,12 @@ async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
 }
 
 /// Publishes queued messages in pipelines, in order; reconnects with backoff. While it is
-/// down, queued messages are dropped (receivers are polling the store then).
+/// down, queued messages are dropped (receivers are polling the store then). When `stop` is
+/// cancelled it sends what is queued and ends.
 async fn publisher(
     bus: Arc<Bus>,
     mut rx: mpsc::Receiver<(String, Bytes, &'static str)>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let mut backoff = FIRST_BACKOFF;
     let mut batch = Vec::with_capacity(256);
@@ -529,7 +550,7 @@ async fn publisher(
                 while let Ok(_dropped) = rx.try_recv() {
                     metrics::counter!(m::BUS_DROPPED, "reason" => "bus_down").increment(1);
                 }
-                if !sleep_or_cancel(backoff, &shutdown).await {
+                if !sleep_or_cancel(backoff, &stop).await {
                     return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -569,7 +590,15 @@ async fn publisher(
                     ).await;
                     matches!(pong, Ok(Ok(())))
                 }
-                () = shutdown.cancelled() => return,
+                () = stop.cancelled() => {
+                    // The rooms' last words (awareness removals of their closed clients).
+                    let mut pipe = redis::pipe();
+                    while let Ok((channel, bytes, _)) = rx.try_recv() {
+                        pipe.cmd("PUBLISH").arg(channel).arg(bytes.as_ref()).ignore();
+                    }
+                    let _ = tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
+                    return;
+                }
             };
             if !ok {
                 break;

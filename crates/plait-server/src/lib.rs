@@ -210,6 +210,9 @@ pub async fn run(
     {
         warn!("shutdown deadline passed; exiting with tasks still running");
     }
+    if let Some(bus) = &shared.bus {
+        bus.stop().await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -556,7 +556,10 @@ impl Room {
     /// clients can observe. Only when updates with missing dependencies are involved is the
     /// transaction's own encoding used, since it holds what was integrated from earlier
     /// batches' pending updates.
-    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update, Bytes)>) {
+    async fn apply_updates(&mut self, mut updates: Vec<(ConnId, Update, Bytes)>) {
+        // A connection that was closed (kicked, malformed input, slow) is no member: what its
+        // reader still forwarded during the close grace is not applied.
+        updates.retain(|(conn, ..)| *conn == ADMIN_CONN || self.members.contains_key(conn));
         let mut senders: Vec<ConnId> = updates.iter().map(|(c, ..)| *c).collect();
         senders.sort_unstable();
         senders.dedup();
@@ -1174,9 +1177,13 @@ impl Room {
             }
             tokio::time::sleep(self.ledger.retry_delay()).await;
         }
-        for (_, member) in self.members.drain() {
+        // Other processes keep these clients' cursors until told they left (30 s otherwise).
+        let mut removed = Vec::new();
+        for (conn, member) in self.members.drain() {
             member.link.control.close(Close::GOING_AWAY);
+            removed.extend(self.awareness.remove_conn(conn));
         }
+        self.bus_awareness(&removed);
         // A restart then loads one row per room (the cold sync step 2 of a big document).
         if self.ledger.is_clean() && self.log_updates > 0 {
             self.compact().await;

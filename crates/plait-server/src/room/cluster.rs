@@ -184,7 +184,7 @@ impl Room {
             BusEvent::AwarenessQuery => self.announce_awareness(),
             BusEvent::Values(updates) => {
                 for update in updates {
-                    match self.values.merge_remote(&update, &mut self.hlc) {
+                    match self.values.merge_durable(&update, &mut self.hlc) {
                         Ok(()) => self.fan_out_value(&update.name),
                         Err(e) => {
                             debug!(name = %update.name, error = %e, "bus value refused");
@@ -345,7 +345,8 @@ impl Room {
     }
 
     /// Merges the stored CRDT values (while the bus is down, their states travel only through
-    /// the store) and relays the ones that changed.
+    /// the store; while it is up, a lost message is found here) and relays the ones that
+    /// changed.
     async fn catch_up_values(&mut self) {
         let Ok(Ok(rows)) =
             tokio::time::timeout(COMMIT_TIMEOUT, self.shared.store.load_values(&self.name)).await
@@ -361,7 +362,7 @@ impl Room {
                 name: row.name,
                 value,
             };
-            if self.values.merge_remote(&update, &mut self.hlc).is_ok()
+            if self.values.merge_durable(&update, &mut self.hlc).is_ok()
                 && self.values.get(&update.name).map(plait_crdt::Value::encode) != before
             {
                 self.fan_out_value(&update.name);
@@ -406,9 +407,9 @@ impl Room {
         c.last_poll = now;
         c.retry = false;
         self.catch_up(None).await;
-        if !up || reconnected {
-            self.catch_up_values().await;
-        }
+        // Values too, on every catch-up: a values message the bus lost (or one refused before
+        // it was stored here) is otherwise never seen while the bus stays up.
+        self.catch_up_values().await;
         if reconnected {
             // Whatever awareness went missing while the bus was down.
             self.announce_awareness();
