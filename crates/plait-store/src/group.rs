@@ -64,6 +64,12 @@ impl GroupCommit {
 async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // A room that stopped waiting (its commit timed out while the store was stuck) will
+        // write the same updates again with its retry: writing these too would log them twice.
+        group.retain(|req| !req.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
         // Lock order: by room name; the stable sort keeps one room's appends in arrival order.
         group.sort_by(|a: &AppendRequest, b: &AppendRequest| a.room.cmp(&b.room));
         let refs: Vec<&AppendRequest> = group.iter().collect();
@@ -80,5 +86,62 @@ async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Records what it commits; its first commit waits until `release` is notified, like a
+    /// database stuck on a lock.
+    #[derive(Debug, Default)]
+    struct Stuck {
+        committed: Mutex<Vec<String>>,
+        release: tokio::sync::Notify,
+        first: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl GroupWriter for Arc<Stuck> {
+        async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+            if !self.first.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            let mut committed = self.committed.lock().unwrap();
+            committed.extend(group.iter().map(|r| r.room.clone()));
+            Ok((1..=group.len() as u64).collect())
+        }
+    }
+
+    /// Pins issue 13 item 7: an append whose room stopped waiting (its commit timed out) was
+    /// still written when the stuck store moved on, and the room's retry wrote it again.
+    #[tokio::test]
+    async fn an_abandoned_append_is_not_written() {
+        let writer = Arc::new(Stuck::default());
+        let group = GroupCommit::spawn(writer.clone());
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.append("stuck", &[Bytes::from_static(b"1")]).await }
+        });
+        // Let the first append reach the (stuck) writer.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            group.append("gave-up", &[Bytes::from_static(b"2")]),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the stuck writer answered");
+        writer.release.notify_one();
+        first.await.unwrap().unwrap();
+        group
+            .append("later", &[Bytes::from_static(b"3")])
+            .await
+            .unwrap();
+        let committed = writer.committed.lock().unwrap().clone();
+        assert_eq!(committed, vec!["stuck".to_owned(), "later".to_owned()]);
     }
 }
