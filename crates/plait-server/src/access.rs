@@ -569,7 +569,7 @@ pub(crate) fn stamp_identity(
     mut entry: AwarenessEntry,
     user: Option<&str>,
 ) -> Option<AwarenessEntry> {
-    if entry.is_removal() || (user.is_none() && !entry.state.contains("verified")) {
+    if entry.is_removal() || (user.is_none() && !may_name_verified(&entry.state)) {
         return Some(entry);
     }
     // serde_json refuses nesting past 128 levels, so this parse is bounded.
@@ -606,6 +606,13 @@ pub(crate) fn stamp_identity(
     }
     entry.state = state.to_string();
     Some(entry)
+}
+
+/// Whether a JSON text may hold a key that reads `verified` once parsed: it holds those bytes,
+/// or a `\u` escape, the only escape that can spell a letter (`verifi\u0065d`). Anything
+/// else cannot, so the common state of an unverified client is passed on without a parse.
+fn may_name_verified(json: &str) -> bool {
+    json.contains("verified") || json.contains("\\u")
 }
 
 #[cfg(test)]
@@ -649,6 +656,30 @@ mod tests {
         assert!(v["user"].get("verified").is_none());
         let plain = r#"{"user":{"name":"x"}}"#;
         assert_eq!(stamp_identity(entry(plain), None).unwrap().state, plain);
+    }
+
+    /// Issue 13 item 9: a JSON escape spelled the key without the bytes `verified`, and the
+    /// check, which looked for those bytes before parsing, passed it on unchanged.
+    #[test]
+    fn escaped_verification_claims_are_removed_too() {
+        for forged in [
+            r#"{"user":{"name":"admin","verifi\u0065d":true}}"#,
+            r#"{"user":{"name":"admin","\u0076\u0065rified":true}}"#,
+            r#"{"\u0075ser":{"name":"admin","verifi\u0065d":true}}"#,
+        ] {
+            let e = stamp_identity(entry(forged), None).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&e.state).unwrap();
+            assert_eq!(v["user"]["name"], "admin", "{forged}");
+            assert!(
+                v["user"].get("verified").is_none(),
+                "{forged} -> {}",
+                e.state
+            );
+        }
+        // Other escapes cannot spell a letter, so such a state is passed on as it is.
+        let quoted = r#"{"user":{"name":"a \"b\" \\ c"}}"#;
+        assert!(!may_name_verified(quoted));
+        assert_eq!(stamp_identity(entry(quoted), None).unwrap().state, quoted);
     }
 
     #[test]
