@@ -67,6 +67,8 @@ pub(crate) struct Access {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rates {
     messages_per_sec: f64,
+    /// Messages one burst may hold (`--max-messages-burst`).
+    messages_burst: f64,
     bytes_per_sec: f64,
     /// Bytes one burst may hold: at least one largest message.
     bytes_burst: f64,
@@ -175,6 +177,8 @@ impl Access {
             sessions: DashMap::new(),
             rates: Rates {
                 messages_per_sec: config.max_messages_per_sec as f64,
+                messages_burst: f64::from(config.max_messages_burst)
+                    .max(f64::from(config.max_messages_per_sec)),
                 bytes_per_sec: config.max_bytes_per_sec as f64,
                 bytes_burst: (config.max_bytes_per_sec as f64)
                     .max(config.max_message_bytes as f64 + 16.0),
@@ -459,8 +463,10 @@ impl ConnPolicy {
             user: grant.user.clone(),
             outbox,
             last_denied: None,
-            // Bursts of two seconds' worth: a reconnecting client sends several frames at once.
-            messages: TokenBucket::new(rates.messages_per_sec, 2.0 * rates.messages_per_sec, now),
+            // A large burst: a script importing thousands of edits, or a paste sent keystroke by
+            // keystroke, runs at full speed (the room inbox's backpressure still paces it);
+            // only a sustained flood is slowed to the rate.
+            messages: TokenBucket::new(rates.messages_per_sec, rates.messages_burst, now),
             bytes: TokenBucket::new(rates.bytes_per_sec, rates.bytes_burst, now),
             awareness: TokenBucket::new(
                 rates.awareness_per_sec,

@@ -172,11 +172,17 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
-    /// Frames one connection may send per second (bursts of twice that); past it the server
-    /// stops reading from that connection until it is back within the rate (TCP backpressure
-    /// slows the sender; nothing is dropped).
+    /// Messages one connection may send per second once its burst (--max-messages-burst) is
+    /// spent; past it the server stops reading from that connection until it is back within
+    /// the rate (TCP backpressure slows the sender; nothing is dropped).
     #[arg(long, env = "PLAIT_MAX_MESSAGES_PER_SEC", default_value_t = 300)]
     pub max_messages_per_sec: u32,
+
+    /// Messages one connection may send at full speed before --max-messages-per-sec applies
+    /// (the allowance refills at that rate). Large, so that a script importing thousands of
+    /// edits or a paste sent keystroke by keystroke is not slowed; a sustained flood is.
+    #[arg(long, env = "PLAIT_MAX_MESSAGES_BURST", default_value_t = 10_000)]
+    pub max_messages_burst: u32,
 
     /// Bytes one connection may send per second (bursts of the larger of this and
     /// --max-message-bytes); past it the connection is throttled like --max-messages-per-sec.
