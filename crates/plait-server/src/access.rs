@@ -511,15 +511,15 @@ impl ConnPolicy {
         }
     }
 
-    /// Charges one frame of `len` bytes against the message and byte buckets and returns how
-    /// long the reader must pause before reading on. Pausing, rather than closing, throttles a
-    /// fast sender through TCP flow control: a script that replays many edits is slowed to the
-    /// configured rate and loses nothing, and a flood cannot take more than its share.
-    pub(crate) fn charge(&mut self, len: usize) -> Duration {
+    /// Charges `messages` messages of `len` bytes in all against the message and byte buckets
+    /// and returns how long the reader must pause before reading on. Pausing, rather than
+    /// closing, throttles a fast sender through TCP flow control: a flood past the burst is
+    /// slowed to the configured rate and loses nothing, and cannot take more than its share.
+    pub(crate) fn charge(&mut self, messages: usize, len: usize) -> Duration {
         let now = Instant::now();
         let wait = self
             .messages
-            .charge(1.0, now)
+            .charge(messages as f64, now)
             .max(self.bytes.charge(len as f64, now));
         if !wait.is_zero() {
             metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "rate_limited").increment(1);

@@ -243,7 +243,7 @@ async fn read_loop(
             Ok(WsMessage::Text(t)) => t.len(),
             _ => 0,
         };
-        let wait = policy.charge(len);
+        let wait = policy.charge(1, len);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -269,9 +269,15 @@ async fn read_loop(
             }
         };
         m::hot().bytes_in.increment(data.len() as u64);
-        let inbound = match decode(&data, shared, peer.options) {
-            Ok(Some(inbound)) => inbound,
-            Ok(None) => continue,
+        // A closing connection (kicked, refused, slow, expired) forwards nothing more: its
+        // frames are read, so the peer's close reply completes the handshake, and dropped.
+        if control.is_closed() {
+            continue;
+        }
+        // The whole frame is decoded before any of it is forwarded: a frame is taken whole
+        // or not at all.
+        let messages = match decode(&data, shared, peer.options) {
+            Ok(messages) => messages,
             Err(e) => {
                 metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "malformed").increment(1);
                 info!(error = %e, "malformed message; closing connection");
@@ -279,20 +285,32 @@ async fn read_loop(
                 return;
             }
         };
-        // Read-only refusal, awareness identity and rate: dropped messages never reach the room.
-        let Some(inbound) = policy.admit(inbound) else {
-            continue;
-        };
-        if room
-            .tx
-            .send(RoomCmd::Inbound {
+        // The frame was charged as one message; each further one costs one more.
+        if messages.len() > 1 {
+            let wait = policy.charge(messages.len() - 1, 0);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for inbound in messages {
+            // Read-only refusal, awareness identity and rate: dropped messages never reach
+            // the room.
+            let Some(inbound) = policy.admit(inbound) else {
+                continue;
+            };
+            let send = room.tx.send(RoomCmd::Inbound {
                 conn: peer.id,
                 msg: inbound,
-            })
-            .await
-            .is_err()
-        {
-            return;
+            });
+            // Checked first, and raced against a send that waits for room in the inbox: a
+            // close decided meanwhile drops the message.
+            tokio::select! {
+                biased;
+                _ = control.closed() => break,
+                sent = send => if sent.is_err() {
+                    return;
+                },
+            }
         }
     }
 }
@@ -309,11 +327,22 @@ fn is_capacity_error(e: &axum::Error) -> bool {
     false
 }
 
-/// Decodes and validates one frame into what the room needs; `None` for messages the server
-/// ignores (auth from a client, unknown extensions, values messages from a connection that did
-/// not opt in).
-fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<Inbound>, String> {
-    let message = Message::decode(data, &shared.limits).map_err(|e| e.to_string())?;
+/// Decodes and validates every message of one frame into what the room needs, in order;
+/// messages the server ignores (auth from a client, unknown extensions, values messages from a
+/// connection that did not opt in) are left out. Any malformed message fails the whole frame.
+fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Vec<Inbound>, String> {
+    let mut out = Vec::new();
+    for message in Message::decode_all(data, &shared.limits) {
+        let message = message.map_err(|e| e.to_string())?;
+        if let Some(inbound) = decode_message(message, options)? {
+            out.push(inbound);
+        }
+    }
+    Ok(out)
+}
+
+/// One decoded message as the room takes it; `None` for messages the server ignores.
+fn decode_message(message: Message, options: ConnOptions) -> Result<Option<Inbound>, String> {
     Ok(Some(match message {
         Message::Sync(SyncMessage::Step1(sv)) => {
             m::hot().in_sync_step1.increment(1);
