@@ -1,5 +1,5 @@
-//! One connection's reader and writer over real sockets: several messages in one frame, a
-//! closed connection's silence, bursts, and forged identity.
+//! One connection's reader and writer over real sockets: write deadlines, keepalives, several
+//! messages in one frame, a closed connection's silence, bursts, and forged identity.
 
 mod support;
 
@@ -12,7 +12,7 @@ use plait_protocol::message::{encode_awareness, encode_sync_step1, encode_update
 use plait_protocol::{AwarenessEntry, AwarenessUpdate};
 use plait_server::auth::{issue_hs256, now_secs, Claims, Right};
 use plait_store::MemoryStore;
-use support::{TestClient, TestServer};
+use support::{TestClient, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::Request;
@@ -25,6 +25,8 @@ type RawSocket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 const ADMIN_TOKEN: &str = "operator-token";
+/// The keepalive the server sends: an awareness update with no entries.
+const KEEPALIVE: &[u8] = &[0x01, 0x01, 0x00];
 
 fn token(user: &str) -> String {
     let claims = Claims {
@@ -42,6 +44,15 @@ fn bearer(url: &str, token: &str) -> Request<()> {
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     req
+}
+
+/// The HTTP status of an upgrade: 101 when it succeeded.
+async fn upgrade_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected upgrade error {e}"),
+    }
 }
 
 /// A minimal HTTP/1.1 POST; returns the status and the body.
@@ -86,6 +97,109 @@ async fn read_for(ws: &mut RawSocket, period: Duration) -> (Vec<Bytes>, Option<u
             Ok(Some(Err(_)) | None) => return (frames, Some(1006)),
         }
     }
+}
+
+/// Issue 13 item 4: a peer that completes the upgrade, then stops reading while keeping its
+/// TCP connection open, blocked the writer in `flush` forever: its outbox, its connection
+/// place and the room's copy of it stayed, and the 1013 close was never sent. Now every write
+/// has a deadline (`--write-timeout-ms`) after which the socket is dropped. Observed through
+/// `--max-connections-per-ip`: the stuck connection's place is freed.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.write_timeout_ms = 500;
+        c.max_connections_per_ip = 3;
+        c.max_bytes_per_sec = 1_000_000_000;
+    })
+    .await;
+    let url = server.url("stuck");
+    let _stuck = raw_client(url.as_str()).await;
+    let writer = TestClient::connect(&url).await;
+    let reader = TestClient::connect(&url).await;
+    assert_eq!(upgrade_status(&url).await, 429, "three places taken");
+    // Pairs of a 64 KiB insert and its deletion: the document stays small while about 25 MB
+    // are queued for the peer that reads nothing (more than the kernel buffers hold). Frames
+    // of 64 KiB give each write a deadline of 0.5 s plus about 2 s for the bytes in flight.
+    let chunk = "q".repeat(64 * 1024);
+    let text = writer.doc.get_or_insert_text("t");
+    let base = reader.seen.lock().unwrap().frames;
+    for i in 0..400 {
+        writer.insert(0, &chunk);
+        let update = {
+            let mut txn = writer.doc.transact_mut();
+            text.remove_range(&mut txn, 0, chunk.len() as u32);
+            txn.encode_update_v1()
+        };
+        writer.send(encode_update(&update));
+        reader
+            .wait(|s, _| s.frames >= base + 2 * (i + 1), "the pair of frames")
+            .await;
+    }
+    let started = Instant::now();
+    loop {
+        if upgrade_status(&url).await == 101 {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the peer that stopped reading still holds its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "stuck peer dropped {:?} after the last frame",
+        started.elapsed()
+    );
+    assert!(writer.is_open() && reader.is_open());
+    server.stop().await;
+}
+
+/// Issue 14 item 2: y-websocket 4 closes a socket that received no message for 30 s (pings do
+/// not count), so a client without awareness in a quiet room reconnected in a loop. A
+/// connection sent nothing for `--keepalive-ms` now gets `01 01 00`; one that is being sent
+/// edits gets none.
+#[tokio::test]
+async fn a_silent_connection_gets_keepalives_and_a_busy_one_does_not() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.keepalive_ms = 300;
+    })
+    .await;
+    let mut silent = raw_client(server.url("quiet").as_str()).await;
+    let mut busy = raw_client(server.url("busy").as_str()).await;
+    let editor = TestClient::connect(&server.url("busy")).await;
+    let editing = tokio::spawn(async move {
+        for i in 0..15u32 {
+            editor.insert(i, "x");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        editor
+    });
+    let (quiet_frames, busy_frames) = tokio::join!(
+        read_for(&mut silent, Duration::from_millis(1400)),
+        read_for(&mut busy, Duration::from_millis(1400)),
+    );
+    let _editor = editing.await.unwrap();
+    let keepalives = |frames: &[Bytes]| frames.iter().filter(|f| &f[..] == KEEPALIVE).count();
+    println!(
+        "silent: {} keepalives of {} frames; busy: {} of {}",
+        keepalives(&quiet_frames.0),
+        quiet_frames.0.len(),
+        keepalives(&busy_frames.0),
+        busy_frames.0.len()
+    );
+    assert_eq!(quiet_frames.1, None, "silent client closed");
+    assert!(
+        (2..=5).contains(&keepalives(&quiet_frames.0)),
+        "silent client: {:?}",
+        quiet_frames.0
+    );
+    assert!(
+        busy_frames.0.len() >= 10,
+        "busy client: {:?}",
+        busy_frames.0
+    );
+    assert_eq!(keepalives(&busy_frames.0), 0, "busy client got keepalives");
+    server.stop().await;
 }
 
 /// Issue 13 item 10: during the close grace after a kick (4403) the reader kept forwarding,
