@@ -48,6 +48,9 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A frame holding more messages than the configured limit.
+    #[error("frame holds more than {0} messages")]
+    TooManyMessages(usize),
     /// An awareness update naming more clients than the configured limit.
     #[error("awareness update names {count} clients, more than the limit of {limit}")]
     TooManyAwarenessClients {

@@ -22,4 +22,4 @@ pub mod validate;
 
 pub use awareness::{AwarenessEntry, AwarenessUpdate};
 pub use error::Error;
-pub use message::{Limits, Message, SyncMessage};
+pub use message::{Limits, Message, Messages, SyncMessage};

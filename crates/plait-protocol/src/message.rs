@@ -24,6 +24,10 @@ pub struct Limits {
     pub max_awareness_clients: usize,
     /// Largest JSON state of one awareness entry, in bytes.
     pub max_awareness_state_bytes: usize,
+    /// Most messages [`Message::decode_all`] reads from one frame. Each costs the server a
+    /// reply or a fan-out (a frame of 4 MiB of query-awareness bytes would be four million
+    /// answers), so a frame may not hide an unbounded number of them.
+    pub max_messages_per_frame: usize,
 }
 
 impl Default for Limits {
@@ -32,6 +36,7 @@ impl Default for Limits {
             max_depth: 128,
             max_awareness_clients: 16,
             max_awareness_state_bytes: 8 * 1024,
+            max_messages_per_frame: 1024,
         }
     }
 }
@@ -117,30 +122,111 @@ pub enum Message {
 }
 
 impl Message {
-    /// Decodes one frame. Bytes after the message are ignored, as stable clients do.
+    /// Decodes the first message of a frame. Bytes after it are ignored, as stable clients
+    /// (y-websocket 3 and older) do; a server reading client frames wants
+    /// [`Message::decode_all`].
     ///
     /// # Errors
     /// Any [`Error`] from the frame or from the validation of its payload.
     pub fn decode(frame: &Bytes, limits: &Limits) -> Result<Self, Error> {
-        let mut r = Reader::new(frame);
-        match r.read_var()? {
-            MESSAGE_SYNC => Ok(Message::Sync(SyncMessage::read(frame, &mut r, limits)?)),
-            MESSAGE_AWARENESS => {
-                let payload = r.read_buf()?;
-                Ok(Message::Awareness(AwarenessUpdate::decode(
-                    payload,
-                    limits.max_awareness_clients,
-                    limits.max_awareness_state_bytes,
-                )?))
-            }
-            MESSAGE_AUTH => Ok(Message::Auth),
-            MESSAGE_QUERY_AWARENESS => Ok(Message::QueryAwareness),
-            tag => Ok(Message::Custom {
-                tag,
-                body: frame.slice(r.position()..),
-            }),
+        decode_at(frame, 0, limits).map(|(message, _)| message)
+    }
+
+    /// Every message of a frame, in order. `@y/websocket` 4 reads (and a client may send)
+    /// several protocol messages concatenated in one binary frame.
+    ///
+    /// The iterator yields an error, then ends, when the bytes after a complete message are
+    /// not a whole message, when the frame is empty, or past
+    /// [`Limits::max_messages_per_frame`]. A message of an unknown type ([`Message::Custom`])
+    /// ends the frame: its length is not known, so its body is the rest of the frame (y-protocols
+    /// readers also stop at a type they do not know).
+    pub fn decode_all<'a>(frame: &'a Bytes, limits: &'a Limits) -> Messages<'a> {
+        Messages {
+            frame,
+            limits,
+            position: 0,
+            count: 0,
+            done: false,
         }
     }
+}
+
+/// The messages of one frame, from [`Message::decode_all`]. Decodes lazily: it holds no more
+/// than the message it yields.
+#[derive(Debug)]
+pub struct Messages<'a> {
+    frame: &'a Bytes,
+    limits: &'a Limits,
+    position: usize,
+    count: usize,
+    done: bool,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<Message, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || (self.count > 0 && self.position >= self.frame.len()) {
+            return None;
+        }
+        if self.count >= self.limits.max_messages_per_frame {
+            self.done = true;
+            return Some(Err(Error::TooManyMessages(
+                self.limits.max_messages_per_frame,
+            )));
+        }
+        self.count += 1;
+        match decode_at(self.frame, self.position, self.limits) {
+            Ok((message, end)) => {
+                self.position = end;
+                Some(Ok(message))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Decodes the message starting at `start`; returns it and where it ends.
+fn decode_at(frame: &Bytes, start: usize, limits: &Limits) -> Result<(Message, usize), Error> {
+    if start > frame.len() {
+        return Err(Error::UnexpectedEnd);
+    }
+    // The frame from `start` on: positions of `r` are offsets into it.
+    let rest = frame.slice(start..);
+    let mut r = Reader::new(&rest);
+    let message = match r.read_var()? {
+        MESSAGE_SYNC => Message::Sync(SyncMessage::read(&rest, &mut r, limits)?),
+        MESSAGE_AWARENESS => {
+            let payload = r.read_buf()?;
+            Message::Awareness(AwarenessUpdate::decode(
+                payload,
+                limits.max_awareness_clients,
+                limits.max_awareness_state_bytes,
+            )?)
+        }
+        MESSAGE_AUTH => {
+            // y-protocols `readAuthMessage`: an auth type, then a reason for type 0 only.
+            // Read so that a message after it can be found; the server ignores both.
+            if r.read_var()? == 0 {
+                r.read_buf()?;
+            }
+            Message::Auth
+        }
+        MESSAGE_QUERY_AWARENESS => Message::QueryAwareness,
+        tag => {
+            return Ok((
+                Message::Custom {
+                    tag,
+                    body: rest.slice(r.position()..),
+                },
+                frame.len(),
+            ))
+        }
+    };
+    Ok((message, start + r.position()))
 }
 
 fn framed(tag: u64, sub: Option<u64>, payload: &[u8]) -> Bytes {
@@ -276,6 +362,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Result<Message, Error>> {
+        Message::decode_all(&Bytes::copy_from_slice(bytes), &Limits::default()).collect()
+    }
+
+    /// Issue 14 item 3: `@y/websocket` 4 may concatenate messages in one frame; each is
+    /// decoded, in order (a step 1 and an awareness update: the awareness was lost before).
+    #[test]
+    fn decode_all_reads_every_message_of_a_frame() {
+        let frame = [STEP1_HI, AWARENESS_A, &[0x03], DENIED_NO, UPDATE_HI].concat();
+        let messages: Vec<Message> = decode_all(&frame).into_iter().map(Result::unwrap).collect();
+        assert!(matches!(
+            messages[..],
+            [
+                Message::Sync(SyncMessage::Step1(_)),
+                Message::Awareness(_),
+                Message::QueryAwareness,
+                Message::Auth,
+                Message::Sync(SyncMessage::Update(_)),
+            ]
+        ));
+        let Message::Sync(SyncMessage::Update(u)) = &messages[4] else {
+            unreachable!()
+        };
+        assert_eq!(encode_update(u), UPDATE_HI);
+        // One message alone is one message.
+        assert_eq!(decode_all(STEP1_HI).len(), 1);
+    }
+
+    /// Bytes after a whole message that are not a whole message are an error, which ends the
+    /// iteration; so is an empty frame.
+    #[test]
+    fn decode_all_refuses_trailing_junk() {
+        let frame = [STEP1_HI, &UPDATE_HI[..UPDATE_HI.len() - 1]].concat();
+        let all = decode_all(&frame);
+        assert_eq!(all.len(), 2);
+        assert!(all[0].is_ok());
+        assert_eq!(all[1], Err(Error::UnexpectedEnd));
+        let frame = [STEP1_HI, &[0x00, 0x07, 0x00]].concat();
+        assert!(matches!(
+            decode_all(&frame)[1],
+            Err(Error::UnknownTag { tag: 7, .. })
+        ));
+        assert_eq!(decode_all(&[]), vec![Err(Error::UnexpectedEnd)]);
+    }
+
+    /// A message of unknown type takes the rest of the frame (its length is unknown).
+    #[test]
+    fn decode_all_stops_at_an_unknown_type() {
+        let frame = [STEP1_HI, &[0x63, 0x01, 0x02], STEP1_HI].concat();
+        let all = decode_all(&frame);
+        assert_eq!(all.len(), 2);
+        let Ok(Message::Custom { tag: 0x63, body }) = &all[1] else {
+            panic!("custom: {all:?}")
+        };
+        assert_eq!(body.len(), 2 + STEP1_HI.len());
+    }
+
+    #[test]
+    fn decode_all_bounds_the_messages_of_a_frame() {
+        let limits = Limits {
+            max_messages_per_frame: 3,
+            ..Limits::default()
+        };
+        let frame = Bytes::from_static(&[0x03; 4]);
+        let all: Vec<_> = Message::decode_all(&frame, &limits).collect();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3], Err(Error::TooManyMessages(3)));
+        let frame = Bytes::from_static(&[0x03; 3]);
+        assert!(Message::decode_all(&frame, &limits).all(|m| m.is_ok()));
     }
 
     #[test]

@@ -12,6 +12,19 @@ proptest! {
         let _ = Message::decode(&Bytes::from(bytes), &Limits::default());
     }
 
+    /// Reading every message of a frame never panics, ends, and yields at most one error, last.
+    #[test]
+    fn decode_all_never_panics_and_ends_at_an_error(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let frame = Bytes::from(bytes);
+        let all: Vec<_> = Message::decode_all(&frame, &Limits::default()).collect();
+        prop_assert!(all.len() <= frame.len().max(1));
+        if let Some(i) = all.iter().position(Result::is_err) {
+            prop_assert_eq!(i, all.len() - 1);
+        }
+    }
+
     #[test]
     fn sync_frames_with_arbitrary_payloads_never_panic(
         sub in 0u8..3,

@@ -67,6 +67,8 @@ pub(crate) struct Access {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rates {
     messages_per_sec: f64,
+    /// Messages one burst may hold (`--max-messages-burst`).
+    messages_burst: f64,
     bytes_per_sec: f64,
     /// Bytes one burst may hold: at least one largest message.
     bytes_burst: f64,
@@ -175,6 +177,8 @@ impl Access {
             sessions: DashMap::new(),
             rates: Rates {
                 messages_per_sec: config.max_messages_per_sec as f64,
+                messages_burst: f64::from(config.max_messages_burst)
+                    .max(f64::from(config.max_messages_per_sec)),
                 bytes_per_sec: config.max_bytes_per_sec as f64,
                 bytes_burst: (config.max_bytes_per_sec as f64)
                     .max(config.max_message_bytes as f64 + 16.0),
@@ -459,8 +463,10 @@ impl ConnPolicy {
             user: grant.user.clone(),
             outbox,
             last_denied: None,
-            // Bursts of two seconds' worth: a reconnecting client sends several frames at once.
-            messages: TokenBucket::new(rates.messages_per_sec, 2.0 * rates.messages_per_sec, now),
+            // A large burst: a script importing thousands of edits, or a paste sent keystroke by
+            // keystroke, runs at full speed (the room inbox's backpressure still paces it);
+            // only a sustained flood is slowed to the rate.
+            messages: TokenBucket::new(rates.messages_per_sec, rates.messages_burst, now),
             bytes: TokenBucket::new(rates.bytes_per_sec, rates.bytes_burst, now),
             awareness: TokenBucket::new(
                 rates.awareness_per_sec,
@@ -505,15 +511,15 @@ impl ConnPolicy {
         }
     }
 
-    /// Charges one frame of `len` bytes against the message and byte buckets and returns how
-    /// long the reader must pause before reading on. Pausing, rather than closing, throttles a
-    /// fast sender through TCP flow control: a script that replays many edits is slowed to the
-    /// configured rate and loses nothing, and a flood cannot take more than its share.
-    pub(crate) fn charge(&mut self, len: usize) -> Duration {
+    /// Charges `messages` messages of `len` bytes in all against the message and byte buckets
+    /// and returns how long the reader must pause before reading on. Pausing, rather than
+    /// closing, throttles a fast sender through TCP flow control: a flood past the burst is
+    /// slowed to the configured rate and loses nothing, and cannot take more than its share.
+    pub(crate) fn charge(&mut self, messages: usize, len: usize) -> Duration {
         let now = Instant::now();
         let wait = self
             .messages
-            .charge(1.0, now)
+            .charge(messages as f64, now)
             .max(self.bytes.charge(len as f64, now));
         if !wait.is_zero() {
             metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "rate_limited").increment(1);
@@ -569,7 +575,7 @@ pub(crate) fn stamp_identity(
     mut entry: AwarenessEntry,
     user: Option<&str>,
 ) -> Option<AwarenessEntry> {
-    if entry.is_removal() || (user.is_none() && !entry.state.contains("verified")) {
+    if entry.is_removal() || (user.is_none() && !may_name_verified(&entry.state)) {
         return Some(entry);
     }
     // serde_json refuses nesting past 128 levels, so this parse is bounded.
@@ -606,6 +612,13 @@ pub(crate) fn stamp_identity(
     }
     entry.state = state.to_string();
     Some(entry)
+}
+
+/// Whether a JSON text may hold a key that reads `verified` once parsed: it holds those bytes,
+/// or a `\u` escape, the only escape that can spell a letter (`verifi\u0065d`). Anything
+/// else cannot, so the common state of an unverified client is passed on without a parse.
+fn may_name_verified(json: &str) -> bool {
+    json.contains("verified") || json.contains("\\u")
 }
 
 #[cfg(test)]
@@ -649,6 +662,30 @@ mod tests {
         assert!(v["user"].get("verified").is_none());
         let plain = r#"{"user":{"name":"x"}}"#;
         assert_eq!(stamp_identity(entry(plain), None).unwrap().state, plain);
+    }
+
+    /// Issue 13 item 9: a JSON escape spelled the key without the bytes `verified`, and the
+    /// check, which looked for those bytes before parsing, passed it on unchanged.
+    #[test]
+    fn escaped_verification_claims_are_removed_too() {
+        for forged in [
+            r#"{"user":{"name":"admin","verifi\u0065d":true}}"#,
+            r#"{"user":{"name":"admin","\u0076\u0065rified":true}}"#,
+            r#"{"\u0075ser":{"name":"admin","verifi\u0065d":true}}"#,
+        ] {
+            let e = stamp_identity(entry(forged), None).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&e.state).unwrap();
+            assert_eq!(v["user"]["name"], "admin", "{forged}");
+            assert!(
+                v["user"].get("verified").is_none(),
+                "{forged} -> {}",
+                e.state
+            );
+        }
+        // Other escapes cannot spell a letter, so such a state is passed on as it is.
+        let quoted = r#"{"user":{"name":"a \"b\" \\ c"}}"#;
+        assert!(!may_name_verified(quoted));
+        assert_eq!(stamp_identity(entry(quoted), None).unwrap().state, quoted);
     }
 
     #[test]

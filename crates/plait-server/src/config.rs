@@ -172,11 +172,17 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
-    /// Frames one connection may send per second (bursts of twice that); past it the server
-    /// stops reading from that connection until it is back within the rate (TCP backpressure
-    /// slows the sender; nothing is dropped).
+    /// Messages one connection may send per second once its burst (--max-messages-burst) is
+    /// spent; past it the server stops reading from that connection until it is back within
+    /// the rate (TCP backpressure slows the sender; nothing is dropped).
     #[arg(long, env = "PLAIT_MAX_MESSAGES_PER_SEC", default_value_t = 300)]
     pub max_messages_per_sec: u32,
+
+    /// Messages one connection may send at full speed before --max-messages-per-sec applies
+    /// (the allowance refills at that rate). Large, so that a script importing thousands of
+    /// edits or a paste sent keystroke by keystroke is not slowed; a sustained flood is.
+    #[arg(long, env = "PLAIT_MAX_MESSAGES_BURST", default_value_t = 10_000)]
+    pub max_messages_burst: u32,
 
     /// Bytes one connection may send per second (bursts of the larger of this and
     /// --max-message-bytes); past it the connection is throttled like --max-messages-per-sec.
@@ -197,6 +203,20 @@ pub struct Config {
     /// Interval of WebSocket pings; a peer silent for two intervals is closed as dead.
     #[arg(long, env = "PLAIT_PING_INTERVAL_MS", default_value_t = 30_000)]
     pub ping_interval_ms: u64,
+
+    /// Longest one write to a WebSocket may take (a batch of frames, a ping, the close frame),
+    /// plus one second per 64 KiB written, so a slow but honest link still receives a large
+    /// document. A peer that stops reading but keeps its TCP connection open blocks the write;
+    /// past the deadline its socket is dropped and its queued frames are freed.
+    #[arg(long, env = "PLAIT_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// A connection that has been sent no message for this long is sent an empty awareness
+    /// update (`01 01 00`), which every Yjs client ignores but counts as traffic:
+    /// y-websocket 4 closes a socket that received no message for 30 s, and WebSocket pings
+    /// do not count. 0 turns it off.
+    #[arg(long, env = "PLAIT_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub keepalive_ms: u64,
 
     /// How long shutdown waits for rooms to flush before exiting anyway.
     #[arg(long, env = "PLAIT_SHUTDOWN_TIMEOUT_MS", default_value_t = 10_000)]
@@ -264,6 +284,12 @@ impl Config {
         }
         if self.ping_interval_ms < 100 {
             return Err("--ping-interval-ms must be at least 100".into());
+        }
+        if self.write_timeout_ms < 100 {
+            return Err("--write-timeout-ms must be at least 100".into());
+        }
+        if self.keepalive_ms != 0 && self.keepalive_ms < 100 {
+            return Err("--keepalive-ms must be 0 (off) or at least 100".into());
         }
         if self.auth_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(

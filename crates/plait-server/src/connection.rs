@@ -45,6 +45,22 @@ const DEAD_PEER: Close = Close {
     code: 1001,
     reason: "no pong",
 };
+/// Set when a write passes its deadline. Never reaches the peer (its socket is not taking
+/// bytes); it stops the reader forwarding and names the reason in the logs.
+const WRITE_TIMEOUT: Close = Close {
+    code: 1013,
+    reason: "write timed out: reconnect to resync",
+};
+
+/// The slowest link a write is sized for: each write's deadline is `--write-timeout-ms` plus
+/// one second per this many bytes in flight, so a large sync step 2 to an honest slow client
+/// (a 4 MiB document over 512 kbit/s) is not cut off, while a peer that reads nothing is
+/// dropped after at most `--write-timeout-ms` plus 64 s per MiB of its largest frame.
+const MIN_WRITE_BYTES_PER_SEC: u64 = 64 * 1024;
+
+/// The keepalive: an awareness update with no entries. Every y-protocols client applies it
+/// as a no-op, and its watchdog counts it as a message received.
+const KEEPALIVE: &[u8] = &[0x01, 0x01, 0x00];
 
 /// What a client asked for in its WebSocket URL's query string.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,10 +117,12 @@ pub(crate) async fn serve(
                 sink,
                 outbox_rx,
                 control_rx,
-                WriterClock {
+                WriterConfig {
                     epoch,
                     last_heard: last_heard.clone(),
                     ping_interval: shared.ping_interval,
+                    write_timeout: shared.write_timeout,
+                    keepalive: shared.keepalive,
                 },
             )
             .in_current_span(),
@@ -165,7 +183,12 @@ pub(crate) async fn serve(
         drop(link);
         drop(control_tx);
         if !writer_finished.load(Ordering::Relaxed) {
-            let _ = tokio::time::timeout(CLOSE_GRACE, writer).await;
+            let abort = writer.abort_handle();
+            if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
+                // Still in a write within its deadline: the socket is given up now rather
+                // than left to a detached task.
+                abort.abort();
+            }
         }
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         debug!("disconnected");
@@ -243,7 +266,7 @@ async fn read_loop(
             Ok(WsMessage::Text(t)) => t.len(),
             _ => 0,
         };
-        let wait = policy.charge(len);
+        let wait = policy.charge(1, len);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -269,9 +292,15 @@ async fn read_loop(
             }
         };
         m::hot().bytes_in.increment(data.len() as u64);
-        let inbound = match decode(&data, shared, peer.options) {
-            Ok(Some(inbound)) => inbound,
-            Ok(None) => continue,
+        // A closing connection (kicked, refused, slow, expired) forwards nothing more: its
+        // frames are read, so the peer's close reply completes the handshake, and dropped.
+        if control.is_closed() {
+            continue;
+        }
+        // The whole frame is decoded before any of it is forwarded: a frame is taken whole
+        // or not at all.
+        let messages = match decode(&data, shared, peer.options) {
+            Ok(messages) => messages,
             Err(e) => {
                 metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "malformed").increment(1);
                 info!(error = %e, "malformed message; closing connection");
@@ -279,20 +308,32 @@ async fn read_loop(
                 return;
             }
         };
-        // Read-only refusal, awareness identity and rate: dropped messages never reach the room.
-        let Some(inbound) = policy.admit(inbound) else {
-            continue;
-        };
-        if room
-            .tx
-            .send(RoomCmd::Inbound {
+        // The frame was charged as one message; each further one costs one more.
+        if messages.len() > 1 {
+            let wait = policy.charge(messages.len() - 1, 0);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for inbound in messages {
+            // Read-only refusal, awareness identity and rate: dropped messages never reach
+            // the room.
+            let Some(inbound) = policy.admit(inbound) else {
+                continue;
+            };
+            let send = room.tx.send(RoomCmd::Inbound {
                 conn: peer.id,
                 msg: inbound,
-            })
-            .await
-            .is_err()
-        {
-            return;
+            });
+            // Checked first, and raced against a send that waits for room in the inbox: a
+            // close decided meanwhile drops the message.
+            tokio::select! {
+                biased;
+                _ = control.closed() => break,
+                sent = send => if sent.is_err() {
+                    return;
+                },
+            }
         }
     }
 }
@@ -309,11 +350,30 @@ fn is_capacity_error(e: &axum::Error) -> bool {
     false
 }
 
-/// Decodes and validates one frame into what the room needs; `None` for messages the server
-/// ignores (auth from a client, unknown extensions, values messages from a connection that did
-/// not opt in).
-fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<Inbound>, String> {
-    let message = Message::decode(data, &shared.limits).map_err(|e| e.to_string())?;
+/// Decodes and validates every message of one frame into what the room needs, in order;
+/// messages the server ignores (auth from a client, unknown extensions, values messages from a
+/// connection that did not opt in) are left out. Any malformed message fails the whole frame.
+fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Vec<Inbound>, String> {
+    let mut out = Vec::new();
+    for message in Message::decode_all(data, &shared.limits) {
+        let message = message.map_err(|e| e.to_string())?;
+        if let Some(inbound) = decode_message(message, data.len(), options)? {
+            out.push(inbound);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes of message framing around an update (type, sub-type, length) that a frame holding just
+/// that update may have beside it.
+const FRAME_HEADER_SLACK: usize = 16;
+
+/// One decoded message as the room takes it; `None` for messages the server ignores.
+fn decode_message(
+    message: Message,
+    frame_len: usize,
+    options: ConnOptions,
+) -> Result<Option<Inbound>, String> {
     Ok(Some(match message {
         Message::Sync(SyncMessage::Step1(sv)) => {
             m::hot().in_sync_step1.increment(1);
@@ -322,6 +382,14 @@ fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<
         Message::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)) => {
             m::hot().in_update.increment(1);
             let decoded = Update::decode_v1(&u).map_err(|e| e.to_string())?;
+            // The room keeps an update until it is stored and counts its length against
+            // `--max-uncommitted-bytes`; a slice of a frame that holds more (other messages)
+            // would keep the whole frame alive. Counted bytes must be held bytes: copy it out.
+            let u = if u.len() + FRAME_HEADER_SLACK < frame_len {
+                Bytes::copy_from_slice(&u)
+            } else {
+                u
+            };
             Inbound::Update(decoded, u)
         }
         Message::Awareness(a) => {
@@ -348,69 +416,207 @@ fn decode(data: &Bytes, shared: &Shared, options: ConnOptions) -> Result<Option<
     }))
 }
 
-struct WriterClock {
+/// What the writer needs besides its channels.
+struct WriterConfig {
     epoch: Instant,
+    /// Milliseconds after `epoch` when the reader last heard from the peer.
     last_heard: Arc<AtomicU64>,
     ping_interval: Duration,
+    /// The deadline of one write, before the allowance for its size.
+    write_timeout: Duration,
+    /// Silence after which the peer is sent [`KEEPALIVE`]; `None`: never.
+    keepalive: Option<Duration>,
 }
 
-/// Drains the outbox into the socket, feeding every queued frame before one flush. Ends after
-/// sending a close frame, when every sender of the outbox is gone, or on a write error.
+impl WriterConfig {
+    /// When a write of `bytes` bytes starting now must have finished.
+    fn deadline(&self, bytes: usize) -> tokio::time::Instant {
+        let allowance = Duration::from_secs_f64(bytes as f64 / MIN_WRITE_BYTES_PER_SEC as f64);
+        tokio::time::Instant::now() + self.write_timeout + allowance
+    }
+}
+
+/// Why the writer gave up on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFailed {
+    /// The socket returned an error (the peer is gone).
+    Error,
+    /// The write passed its deadline: the peer stopped reading.
+    Timeout,
+}
+
+/// Runs one write to the socket under `deadline`.
+async fn write_within(
+    deadline: tokio::time::Instant,
+    write: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteFailed> {
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed::Error),
+        Err(_) => Err(WriteFailed::Timeout),
+    }
+}
+
+/// Feeds `frames` to the socket and flushes them, each step under its own deadline, so the
+/// time allowed follows the bytes in flight rather than the size of the whole batch (up to 64
+/// frames of up to `--max-message-bytes` each). Feeding a frame may first push out the one
+/// before it, so each step is allowed time for both.
+async fn write_frames(
+    sink: &mut SplitSink<WebSocket, WsMessage>,
+    frames: Vec<Bytes>,
+    config: &WriterConfig,
+) -> Result<(), WriteFailed> {
+    let mut previous = 0;
+    for frame in frames {
+        let len = frame.len();
+        let deadline = config.deadline(previous + len);
+        write_within(deadline, sink.feed(WsMessage::Binary(frame))).await?;
+        previous = len;
+    }
+    write_within(config.deadline(previous), sink.flush()).await
+}
+
+/// Drains the outbox into the socket, feeding every queued frame before one flush, and sends
+/// pings and keepalives. Every write has a deadline ([`WriterConfig::deadline`]): a peer that
+/// stops reading while keeping its TCP connection open would otherwise hold this task, its
+/// outbox and its socket forever. Ends after sending a close frame, when every sender of the
+/// outbox is gone, or when a write fails or passes its deadline (the socket is then dropped
+/// without a close frame, since it is not taking bytes).
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbox: OutboxRx,
     control: CloseSignal,
-    clock: WriterClock,
+    config: WriterConfig,
 ) {
-    let mut ping = tokio::time::interval(clock.ping_interval);
+    let mut ping = tokio::time::interval(config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    // Reset by every write of outbox frames; fires only for a connection sent nothing.
+    let keepalive = tokio::time::sleep(config.keepalive.unwrap_or(Duration::MAX));
+    tokio::pin!(keepalive);
     // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
     let mut batch = Vec::new();
-    let close = loop {
-        tokio::select! {
+    let failed = loop {
+        let close = tokio::select! {
             biased;
-            close = control.closed() => break Some(close),
+            close = control.closed() => Some(close),
             n = outbox.recv_many(&mut batch, 64) => {
                 if n == 0 {
-                    break None;
-                }
-                let mut bytes = 0;
-                for frame in batch.drain(..) {
-                    bytes += frame.len();
-                    if sink.feed(WsMessage::Binary(frame)).await.is_err() {
-                        return;
+                    None
+                } else {
+                    let frames = std::mem::take(&mut batch);
+                    let bytes: usize = frames.iter().map(Bytes::len).sum();
+                    if let Err(failed) = write_frames(&mut sink, frames, &config).await {
+                        break failed;
                     }
+                    outbox.written(bytes);
+                    if let Some(k) = config.keepalive {
+                        keepalive.as_mut().reset(tokio::time::Instant::now() + k);
+                    }
+                    continue;
                 }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                outbox.written(bytes);
-                batch = Vec::new();
             }
             _ = ping.tick() => {
-                let silent_ms = (clock.epoch.elapsed().as_millis() as u64)
-                    .saturating_sub(clock.last_heard.load(Ordering::Relaxed));
-                if silent_ms > 2 * clock.ping_interval.as_millis() as u64 {
-                    break Some(DEAD_PEER);
-                }
-                if sink.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                    return;
+                let silent_ms = (config.epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(config.last_heard.load(Ordering::Relaxed));
+                if silent_ms > 2 * config.ping_interval.as_millis() as u64 {
+                    Some(DEAD_PEER)
+                } else {
+                    let ping = sink.send(WsMessage::Ping(Bytes::new()));
+                    if let Err(failed) = write_within(config.deadline(0), ping).await {
+                        break failed;
+                    }
+                    continue;
                 }
             }
-        }
+            () = &mut keepalive, if config.keepalive.is_some() => {
+                let frame = WsMessage::Binary(Bytes::from_static(KEEPALIVE));
+                let deadline = config.deadline(KEEPALIVE.len());
+                if let Err(failed) = write_within(deadline, sink.send(frame)).await {
+                    break failed;
+                }
+                if let Some(k) = config.keepalive {
+                    keepalive.as_mut().reset(tokio::time::Instant::now() + k);
+                }
+                continue;
+            }
+        };
+        let frame = close.map(|c| CloseFrame {
+            code: c.code,
+            reason: c.reason.into(),
+        });
+        // The close frame gets a short deadline: the connection is ending either way.
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        let _ = tokio::time::timeout_at(deadline, async {
+            let _ = sink.send(WsMessage::Close(frame)).await;
+            let _ = sink.close().await;
+        })
+        .await;
+        return;
     };
-    let frame = close.map(|c| CloseFrame {
-        code: c.code,
-        reason: c.reason.into(),
-    });
-    let _ = sink.send(WsMessage::Close(frame)).await;
-    let _ = sink.close().await;
+    if failed == WriteFailed::Timeout {
+        metrics::counter!(m::WRITE_TIMEOUTS).increment(1);
+        info!("a write passed its deadline: the peer stopped reading; dropping the socket");
+        control.close(WRITE_TIMEOUT);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pins issue 13 item 6: an update is counted by its length while the room holds it, so it
+    /// must not be a slice keeping a larger frame (with other messages in it) alive.
+    #[test]
+    fn an_update_sharing_its_frame_with_other_messages_is_copied_out() {
+        use plait_protocol::message::{encode_awareness, encode_update};
+        use yrs::{Text, Transact};
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "x");
+            txn.encode_update_v1()
+        };
+        let awareness = plait_protocol::awareness::encode_entries(
+            [plait_protocol::AwarenessEntry {
+                client: 1,
+                clock: 1,
+                state: format!("{{\"pad\":\"{}\"}}", "p".repeat(50_000)),
+            }]
+            .iter(),
+        );
+        let frame = Bytes::from([encode_update(&update), encode_awareness(&awareness)].concat());
+        let limits = plait_protocol::Limits::default();
+        let first = Message::decode_all(&frame, &limits)
+            .next()
+            .unwrap()
+            .unwrap();
+        let Ok(Some(Inbound::Update(_, held))) =
+            decode_message(first, frame.len(), ConnOptions::default())
+        else {
+            panic!("not an update");
+        };
+        assert_eq!(held.as_ref(), &update[..]);
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        assert!(
+            !frame_range.contains(&(held.as_ptr() as usize)),
+            "the held update is a slice of the whole frame"
+        );
+        // A frame of one update alone is not copied.
+        let alone = encode_update(&update);
+        let only = Message::decode_all(&alone, &limits)
+            .next()
+            .unwrap()
+            .unwrap();
+        let Ok(Some(Inbound::Update(_, held))) =
+            decode_message(only, alone.len(), ConnOptions::default())
+        else {
+            panic!("not an update");
+        };
+        let alone_range = alone.as_ptr() as usize..alone.as_ptr() as usize + alone.len();
+        assert!(alone_range.contains(&(held.as_ptr() as usize)));
+    }
 
     #[test]
     fn values_opt_in_is_read_from_the_query() {

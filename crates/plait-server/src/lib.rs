@@ -65,6 +65,10 @@ pub(crate) struct Shared {
     outbox_frames: usize,
     max_outbox_bytes: usize,
     ping_interval: Duration,
+    /// Deadline of one socket write (`--write-timeout-ms`), before the allowance for its size.
+    write_timeout: Duration,
+    /// Silence after which a connection is sent an empty awareness update; `None`: never.
+    keepalive: Option<Duration>,
     max_message_bytes: usize,
     max_room_name_bytes: usize,
     shutdown_timeout_ms: u64,
@@ -173,6 +177,8 @@ pub async fn run(
         outbox_frames: config.outbox_frames,
         max_outbox_bytes: config.max_outbox_bytes,
         ping_interval: Duration::from_millis(config.ping_interval_ms),
+        write_timeout: Duration::from_millis(config.write_timeout_ms),
+        keepalive: (config.keepalive_ms > 0).then(|| Duration::from_millis(config.keepalive_ms)),
         max_message_bytes: config.max_message_bytes,
         max_room_name_bytes: config.max_room_name_bytes,
         shutdown_timeout_ms: config.shutdown_timeout_ms,

@@ -23,6 +23,9 @@ pub(crate) const COMMIT_SECONDS: &str = "plait_commit_seconds";
 pub(crate) const COMMIT_FAILURES: &str = "plait_commit_failures_total";
 /// Connections closed because their outbox was full.
 pub(crate) const SLOW_CONSUMER_CLOSES: &str = "plait_slow_consumer_closes_total";
+/// Connections dropped because a write to their socket passed `--write-timeout-ms` (a peer
+/// that stopped reading).
+pub(crate) const WRITE_TIMEOUTS: &str = "plait_write_timeouts_total";
 /// Input refused, by reason.
 pub(crate) const PROTOCOL_ERRORS: &str = "plait_protocol_errors_total";
 /// Stored updates that did not decode at load and were skipped.

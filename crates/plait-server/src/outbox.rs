@@ -24,6 +24,8 @@ pub(crate) struct CloseSignal(Arc<CloseSlot>);
 #[derive(Debug, Default)]
 struct CloseSlot {
     reason: OnceLock<Close>,
+    /// Wakes every task waiting in [`CloseSignal::closed`]: the writer and the reader both
+    /// wait on it.
     notify: Notify,
 }
 
@@ -31,18 +33,27 @@ impl CloseSignal {
     /// Asks the writer to close with `reason`, unless another reason came first.
     pub(crate) fn close(&self, reason: Close) {
         if self.0.reason.set(reason).is_ok() {
-            // Stores a permit if the writer is not waiting yet, so the wake-up is not lost.
-            self.0.notify.notify_one();
+            self.0.notify.notify_waiters();
         }
+    }
+
+    /// Whether a close reason is set: from then on the connection's reader forwards nothing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.reason.get().is_some()
     }
 
     /// The reason, once one is set.
     pub(crate) async fn closed(&self) -> Close {
         loop {
+            // Registered before the check, so a close between the check and the wait still
+            // wakes this task (`notify_waiters` stores no permit).
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if let Some(reason) = self.0.reason.get() {
                 return *reason;
             }
-            self.0.notify.notified().await;
+            notified.await;
         }
     }
 }
@@ -230,6 +241,26 @@ mod tests {
         signal.close(Close::GOING_AWAY);
         assert_eq!(waiting.await.unwrap(), Close::SLOW_CONSUMER);
         assert_eq!(signal.closed().await, Close::SLOW_CONSUMER);
+        assert!(signal.is_closed());
+    }
+
+    /// The reader and the writer both wait for the close; both wake.
+    #[tokio::test]
+    async fn every_waiter_sees_the_close() {
+        let signal = CloseSignal::default();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = signal.clone();
+                tokio::spawn(async move { s.closed().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(!signal.is_closed());
+        signal.close(Close::GOING_AWAY);
+        for w in waiters {
+            let woke = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
+            assert_eq!(woke.unwrap().unwrap(), Close::GOING_AWAY);
+        }
     }
 
     #[tokio::test]

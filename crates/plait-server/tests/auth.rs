@@ -490,12 +490,14 @@ async fn connection_caps_refuse_at_the_upgrade() {
     server.stop().await;
 }
 
-/// Past --max-messages-per-sec a connection is throttled (read more slowly, never closed, no
-/// edit lost); one that sends nothing within --handshake-timeout-ms is closed with 1008.
+/// Past --max-messages-burst, at --max-messages-per-sec a connection is throttled (read more
+/// slowly, never closed, no edit lost); one that sends nothing within --handshake-timeout-ms is
+/// closed with 1008.
 #[tokio::test]
 async fn rate_limits_throttle_and_handshake_limits_close_with_1008() {
     let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
         c.max_messages_per_sec = 50;
+        c.max_messages_burst = 100;
         c.handshake_timeout_ms = 300;
     })
     .await;
