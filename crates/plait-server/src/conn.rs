@@ -36,3 +36,14 @@ impl Close {
         reason: "client id in use by another connection: retry later",
     };
 }
+
+/// The frame a room puts in the outbox of a connection that asked for acks
+/// ([`crate::room::MemberLink::acks`]) when one of its updates is stored. It is a word between
+/// the room and that connection's writer, which turns it into its protocol's confirmation and
+/// never sends it as it is (message type 127 is no y-websocket message).
+pub(crate) fn stored_marker() -> bytes::Bytes {
+    bytes::Bytes::from_static(&[STORED_MARKER_TAG])
+}
+
+/// The message type of [`stored_marker`].
+pub(crate) const STORED_MARKER_TAG: u8 = 127;

@@ -134,6 +134,8 @@ pub(crate) async fn serve(
             outbox: outbox_tx,
             control: control_tx.clone(),
             values: options.values,
+            // The echo of its own update is a y-websocket client's confirmation.
+            acks: false,
         });
         let mut writer = writer;
         let writer_finished = std::sync::atomic::AtomicBool::new(false);
@@ -222,6 +224,7 @@ async fn join(
             outbox: l.outbox.clone(),
             control: l.control.clone(),
             values: l.values,
+            acks: l.acks,
         };
         let cmd = RoomCmd::Join {
             conn,

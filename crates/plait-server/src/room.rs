@@ -79,6 +79,11 @@ pub(crate) struct MemberLink {
     /// Whether the connection opted in to CRDT values (`?plait-values=1`); only those are
     /// ever sent a [`PLAIT_CRDT_MESSAGE`] frame.
     pub(crate) values: bool,
+    /// Whether the connection is told, with a [`crate::conn::stored_marker`] frame, each time
+    /// one of its updates is stored (with strict durability; applied, with relaxed). A
+    /// y-websocket client needs no such word: the echo of its update is its confirmation. The
+    /// Hocuspocus provider's sync status is built from it.
+    pub(crate) acks: bool,
 }
 
 /// What a connection forwards to its room, already decoded and validated.
@@ -640,13 +645,16 @@ impl Room {
         if outcome.changes.len() <= 2 {
             return;
         }
-        let entries: Vec<Bytes> = if outcome.involved_pending {
-            vec![Bytes::from(outcome.changes)]
+        let entries: Vec<(Bytes, Vec<ConnId>)> = if outcome.involved_pending {
+            let mut applied: Vec<ConnId> = outcome.applied.iter().map(|(c, _)| *c).collect();
+            applied.dedup();
+            vec![(Bytes::from(outcome.changes), applied)]
         } else {
-            outcome.applied.into_iter().map(|(_, raw)| raw).collect()
+            let applied = outcome.applied.into_iter();
+            applied.map(|(conn, raw)| (raw, vec![conn])).collect()
         };
-        for update in entries {
-            self.record(update);
+        for (update, senders) in entries {
+            self.record(update, senders);
         }
         if self.strict() {
             // Pipelined: the room goes on with the next batch while the store writes this
@@ -665,12 +673,22 @@ impl Room {
     /// member, the sender included, when the ledger allows: at once (relaxed), or once it is
     /// stored (strict). The sender's echo is its confirmation, so it means "stored" exactly
     /// when durability is strict.
-    fn record(&mut self, update: Bytes) {
+    fn record(&mut self, update: Bytes, senders: Vec<ConnId>) {
         let frame = encode_update(&update);
         self.doc_bytes += update.len();
         self.doc_bytes_exact = false;
-        if let Some(frame) = self.ledger.record(update, frame) {
+        if let Some((frame, senders)) = self.ledger.record(update, frame, senders) {
             self.broadcast(&frame, None);
+            self.ack(&senders);
+        }
+    }
+
+    /// Tells the senders that asked for it that their updates are stored.
+    fn ack(&mut self, senders: &[ConnId]) {
+        for conn in senders {
+            if self.members.get(conn).is_some_and(|m| m.link.acks) {
+                self.send(*conn, crate::conn::stored_marker());
+            }
         }
     }
 
@@ -836,6 +854,7 @@ impl Room {
                 for frame in &done.frames {
                     self.broadcast(frame, None);
                 }
+                self.ack(&done.acks);
                 // Publish, and catch up if other processes committed in between (before
                 // compaction trusts `last_seq`).
                 self.committed_seqs(seq, &done.updates).await;

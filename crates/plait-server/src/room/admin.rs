@@ -134,7 +134,7 @@ impl Room {
             });
         };
         info!(bytes = edit.len(), "restoring with a forward edit");
-        self.record(Bytes::from(edit));
+        self.record(Bytes::from(edit), Vec::new());
         if !self.commit().await && self.strict() {
             return Err(
                 "restored in memory, but the store is failing: the edit is held and retried".into(),

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::conn::ConnId;
+
 /// First retry delay after a failed write; doubles up to [`MAX_RETRY_DELAY`].
 pub(crate) const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -28,6 +30,7 @@ pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 struct Batch {
     updates: Vec<Bytes>,
     held: Vec<Bytes>,
+    acks: Vec<ConnId>,
     /// Bytes this batch holds: updates and frames.
     bytes: usize,
 }
@@ -39,6 +42,8 @@ pub(crate) struct Committed {
     pub(crate) updates: Vec<Bytes>,
     /// The frames that may go out now (strict durability), in order, to every member.
     pub(crate) frames: Vec<Bytes>,
+    /// The senders of the updates written, once per update: told "stored" if they asked.
+    pub(crate) acks: Vec<ConnId>,
     /// Update bytes written (what the log grew by).
     pub(crate) update_bytes: usize,
 }
@@ -51,6 +56,8 @@ pub(crate) struct Ledger {
     pending: Vec<Bytes>,
     /// Frames waiting for `pending` (strict durability).
     held: Vec<Bytes>,
+    /// Senders of `pending`, to be told once it is stored.
+    acks: Vec<ConnId>,
     /// Bytes of `pending` and `held`.
     pending_bytes: usize,
     /// The write under way, if any.
@@ -66,6 +73,7 @@ impl Ledger {
             strict,
             pending: Vec::new(),
             held: Vec::new(),
+            acks: Vec::new(),
             pending_bytes: 0,
             in_flight: None,
             retry_at: None,
@@ -73,18 +81,24 @@ impl Ledger {
         }
     }
 
-    /// Records an update applied to the document and the frame that carries it to the members.
-    /// Returns the frame when it may go out now (relaxed durability); with strict durability it
-    /// is held until the update's write succeeds.
-    pub(crate) fn record(&mut self, update: Bytes, frame: Bytes) -> Option<Bytes> {
+    /// Records an update applied to the document, the frame that carries it to the members,
+    /// and who sent it. Returns the frame and senders when they may be told now (relaxed
+    /// durability); with strict durability they wait until the update's write succeeds.
+    pub(crate) fn record(
+        &mut self,
+        update: Bytes,
+        frame: Bytes,
+        senders: Vec<ConnId>,
+    ) -> Option<(Bytes, Vec<ConnId>)> {
         self.pending_bytes += update.len();
         self.pending.push(update);
         if self.strict {
             self.pending_bytes += frame.len();
             self.held.push(frame);
+            self.acks.extend(senders);
             None
         } else {
-            Some(frame)
+            Some((frame, senders))
         }
     }
 
@@ -132,6 +146,7 @@ impl Ledger {
         let batch = Batch {
             updates: std::mem::take(&mut self.pending),
             held: std::mem::take(&mut self.held),
+            acks: std::mem::take(&mut self.acks),
             bytes: std::mem::take(&mut self.pending_bytes),
         };
         let updates = batch.updates.clone();
@@ -154,6 +169,7 @@ impl Ledger {
         Committed {
             updates: batch.updates,
             frames: batch.held,
+            acks: batch.acks,
             update_bytes,
         }
     }
@@ -176,6 +192,9 @@ impl Ledger {
         let mut held = batch.held;
         held.append(&mut self.held);
         self.held = held;
+        let mut acks = batch.acks;
+        acks.append(&mut self.acks);
+        self.acks = acks;
         self.pending_bytes += batch.bytes;
     }
 
@@ -249,8 +268,13 @@ mod tests {
             match rng.below(10) {
                 // An edit.
                 0..=3 => {
-                    if let Some(now_out) = ledger.record(update(next), frame(next)) {
+                    // The sender is named after the update, so acks can be matched too.
+                    let sender = u64::from(next);
+                    if let Some((now_out, acks)) =
+                        ledger.record(update(next), frame(next), vec![sender])
+                    {
                         assert!(!strict, "{}: a strict ledger released at once", ctx());
+                        assert_eq!(acks, vec![sender], "{}", ctx());
                         released.push(number_of_frame(&now_out));
                     }
                     next += 1;
@@ -275,6 +299,8 @@ mod tests {
                             let written: Vec<u32> =
                                 done.updates.iter().map(number_of_update).collect();
                             assert_eq!(written, numbers, "{}", ctx());
+                            let acked: Vec<u32> = done.acks.iter().map(|a| *a as u32).collect();
+                            assert_eq!(acked, numbers, "{}: acks are the stored updates'", ctx());
                             released.extend(done.frames.iter().map(number_of_frame));
                         } else {
                             ledger.failed(now);
@@ -382,7 +408,7 @@ mod tests {
     fn a_failed_write_is_retried_after_its_backoff() {
         let mut ledger = Ledger::new(true);
         let t = Instant::now();
-        ledger.record(update(0), frame(0));
+        ledger.record(update(0), frame(0), vec![1]);
         assert!(ledger.start(t).is_some());
         ledger.failed(t);
         assert!(ledger.failing());
