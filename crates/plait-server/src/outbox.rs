@@ -191,6 +191,15 @@ impl OutboxRx {
         }
     }
 
+    /// Takes every queued frame without waiting, releasing their bytes (the room simulation
+    /// plays the writer).
+    #[cfg(test)]
+    pub(crate) fn drain_now(&mut self) -> Vec<Bytes> {
+        let mut q = self.shared.lock();
+        q.bytes = 0;
+        q.frames.drain(..).collect()
+    }
+
     /// Releases `bytes` from the byte bound once they have left for the socket.
     pub(crate) fn written(&self, bytes: usize) {
         let mut q = self.shared.lock();

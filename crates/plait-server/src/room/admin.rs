@@ -68,15 +68,19 @@ impl Room {
         let result = match op {
             // The room waited for its commits before this (`handle_batch`); if the store is
             // failing, the document holds edits it lacks, which must not leave the room.
-            AdminOp::Export | AdminOp::Inspect if self.strict() && !self.ledger.is_clean() => Err(
-                "the store is failing and the room holds edits not yet stored; try again later"
-                    .into(),
-            ),
+            AdminOp::Export | AdminOp::Inspect
+                if self.core.strict() && !self.core.ledger.is_clean() =>
+            {
+                Err(
+                    "the store is failing and the room holds edits not yet stored; try again later"
+                        .into(),
+                )
+            }
             AdminOp::Export => Ok(AdminReply::Export(SnapshotFile {
-                update: docs::encode_state(&self.doc),
-                values: stored_values::named(&self.values),
+                update: docs::encode_state(&self.core.doc),
+                values: stored_values::named(&self.core.values),
             })),
-            AdminOp::Inspect => Ok(AdminReply::Json(docs::to_json(&self.doc))),
+            AdminOp::Inspect => Ok(AdminReply::Json(docs::to_json(&self.core.doc))),
             AdminOp::Import(file) => self.import(file).await,
             AdminOp::Restore(target) => self.restore(target).await,
             AdminOp::Compact => {
@@ -98,10 +102,10 @@ impl Room {
         let values = self
             .merge_values(stored_values::updates(file.values), true)
             .await?;
-        let before = self.doc.transact().state_vector();
+        let before = self.core.doc.transact().state_vector();
         self.apply_updates(vec![(ADMIN_CONN, update, Bytes::from(file.update))])
             .await;
-        let document = self.doc.transact().state_vector() != before;
+        let document = self.core.doc.transact().state_vector() != before;
         if document && !self.commit().await {
             return Err(
                 "imported, but the store is failing: the change is held and retried".into(),
@@ -115,27 +119,27 @@ impl Room {
         let values = match target.values {
             Ok(past) => {
                 let (updates, mut notes) =
-                    stored_values::restore_updates(&self.values, &past, &mut self.hlc);
+                    stored_values::restore_updates(&self.core.values, &past, &mut self.core.hlc);
                 let mut outcome = self.merge_values(updates, false).await?;
                 notes.append(&mut outcome.notes);
                 outcome.notes = notes;
                 outcome
             }
-            Err(why) if !self.values.is_empty() => ValuesOutcome {
+            Err(why) if !self.core.values.is_empty() => ValuesOutcome {
                 changed: Vec::new(),
                 notes: vec![format!("{why}: the values were left as they are")],
             },
             Err(_) => ValuesOutcome::default(),
         };
-        let Some(edit) = docs::restore_edit(&self.doc, &target_doc) else {
+        let Some(edit) = docs::restore_edit(&self.core.doc, &target_doc) else {
             return Ok(AdminReply::Merged {
                 document: false,
                 values,
             });
         };
         info!(bytes = edit.len(), "restoring with a forward edit");
-        self.record(Bytes::from(edit), Vec::new());
-        if !self.commit().await && self.strict() {
+        self.core.record(Bytes::from(edit), Vec::new());
+        if !self.commit().await && self.core.strict() {
             return Err(
                 "restored in memory, but the store is failing: the edit is held and retried".into(),
             );
@@ -155,9 +159,9 @@ impl Room {
         updates: Vec<plait_crdt::Update>,
         observe: bool,
     ) -> Result<ValuesOutcome, String> {
-        let hlc = &mut self.hlc;
+        let hlc = &mut self.core.hlc;
         let (outcome, before) =
-            stored_values::merge_updates(&mut self.values, updates, |values, update| {
+            stored_values::merge_updates(&mut self.core.values, updates, |values, update| {
                 if observe {
                     values.merge_remote(update, hlc)
                 } else {
@@ -167,24 +171,27 @@ impl Room {
         if outcome.changed.is_empty() {
             return Ok(outcome);
         }
-        self.dirty_values.extend(outcome.changed.iter().cloned());
+        self.core
+            .dirty_values
+            .extend(outcome.changed.iter().cloned());
         if self.shared.room.durability == Durability::Strict && !self.store_values().await {
             for (name, value) in before {
-                self.values.restore(&name, value);
-                self.dirty_values.remove(&name);
+                self.core.values.restore(&name, value);
+                self.core.dirty_values.remove(&name);
             }
             return Err("the store is failing: nothing was changed; try again later".into());
         }
         for name in &outcome.changed {
-            if let Some(value) = self.values.get(name) {
+            if let Some(value) = self.core.values.get(name) {
                 let frame = values_frame(&ServerMessage::State(plait_crdt::Update {
                     name: name.clone(),
                     value: value.clone(),
                 }));
-                self.broadcast_where(&frame, |_, member| member.link.values);
+                self.core
+                    .broadcast_where(&frame, |_, member| member.link.values);
             }
         }
-        self.bus_values(outcome.changed.iter());
+        self.core.bus_values(outcome.changed.iter());
         Ok(outcome)
     }
 
@@ -199,7 +206,7 @@ impl Room {
         reuse: Option<Snapshot>,
     ) {
         let interval = self.shared.room.history_interval;
-        if interval.is_zero() || !self.changed_since_history || !self.ledger.is_clean() {
+        if interval.is_zero() || !self.core.changed_since_history || !self.core.ledger.is_clean() {
             return;
         }
         if !force && now.duration_since(self.last_history) < interval {
@@ -210,7 +217,7 @@ impl Room {
                 kind: SnapshotKind::History,
                 ..s
             },
-            None => self.snapshot(SnapshotKind::History),
+            None => self.core.snapshot(SnapshotKind::History),
         };
         let created_at_ms = snapshot.created_at_ms;
         match self
@@ -221,7 +228,7 @@ impl Room {
         {
             Ok(()) => {
                 self.last_history = now;
-                self.changed_since_history = false;
+                self.core.changed_since_history = false;
                 if let Some(retention) = self.shared.room.history_retention {
                     let before = created_at_ms - retention.as_millis() as i64;
                     if let Err(e) = self.shared.store.prune_history(&self.name, before).await {

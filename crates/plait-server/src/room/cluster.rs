@@ -14,16 +14,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use plait_crdt::ServerMessage;
-use plait_protocol::awareness::encode_entries;
-use plait_protocol::message::{encode_awareness, encode_update};
-use plait_protocol::AwarenessEntry;
+use plait_protocol::message::encode_update;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, Transact, Update};
 
-use super::{values_frame, ConnId, Room, COMMIT_TIMEOUT};
+use super::{ConnId, Room, COMMIT_TIMEOUT};
 use crate::bus::{BusEvent, BusSub, Outgoing};
 use crate::metrics as m;
 
@@ -39,7 +36,7 @@ fn remote_conn(origin: u64) -> ConnId {
     REMOTE_CONN_BIT | (origin >> 1)
 }
 
-fn is_remote(conn: ConnId) -> bool {
+pub(super) fn is_remote(conn: ConnId) -> bool {
     conn & REMOTE_CONN_BIT != 0
 }
 
@@ -79,7 +76,7 @@ pub(crate) async fn recv(rx: &mut Option<mpsc::Receiver<BusEvent>>) -> Option<Bu
 }
 
 impl Room {
-    fn publish(&self, msg: &Outgoing<'_>) {
+    pub(super) fn publish(&self, msg: &Outgoing<'_>) {
         if let Some(c) = &self.cluster {
             c.sub.bus.publish(&self.name, msg);
         }
@@ -108,43 +105,15 @@ impl Room {
             last_seq: last,
             updates,
         });
-        if last <= self.last_seq {
+        if last <= self.core.last_seq {
             // A catch-up read these rows back while they were being written.
-        } else if first == self.last_seq + 1 {
-            self.last_seq = last;
+        } else if first == self.core.last_seq + 1 {
+            self.core.last_seq = last;
         } else {
-            self.behind = true;
+            self.core.behind = true;
             if self.catch_up(Some((first, last))).await {
-                self.behind = false;
+                self.core.behind = false;
             }
-        }
-    }
-
-    /// Publishes the awareness changes of this process's own clients.
-    pub(crate) fn bus_awareness(&self, entries: &[AwarenessEntry]) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let own: Vec<AwarenessEntry> = entries
-            .iter()
-            .filter(|e| !self.awareness.owner(e.client).is_some_and(is_remote))
-            .cloned()
-            .collect();
-        if !own.is_empty() {
-            self.publish(&Outgoing::Awareness(&own));
-        }
-    }
-
-    /// Publishes the full states of values this process changed (and stored).
-    pub(crate) fn bus_values<'a>(&self, names: impl Iterator<Item = &'a String>) {
-        if self.cluster.is_none() {
-            return;
-        }
-        let states: Vec<(String, plait_crdt::Value)> = names
-            .filter_map(|n| self.values.get(n).map(|v| (n.clone(), v.clone())))
-            .collect();
-        if !states.is_empty() {
-            self.publish(&Outgoing::Values(states));
         }
     }
 
@@ -156,36 +125,39 @@ impl Room {
                 last_seq,
                 updates,
             } => {
-                if last_seq <= self.last_seq {
+                if last_seq <= self.core.last_seq {
                     return;
                 }
-                if first_seq > self.last_seq + 1 {
+                if first_seq > self.core.last_seq + 1 {
                     debug!(
-                        have = self.last_seq,
+                        have = self.core.last_seq,
                         first_seq, "gap in bus seqs; catching up from the store"
                     );
                     self.catch_up(None).await;
                     return;
                 }
-                let skip = (self.last_seq + 1 - first_seq) as usize;
-                if self.apply_remote(updates.into_iter().skip(skip).collect()) {
-                    self.last_seq = last_seq;
+                let skip = (self.core.last_seq + 1 - first_seq) as usize;
+                if self
+                    .core
+                    .apply_remote(updates.into_iter().skip(skip).collect())
+                {
+                    self.core.last_seq = last_seq;
                 }
             }
             BusEvent::Awareness { origin, entries } => {
-                let accepted = self.awareness.apply_capped(
+                let accepted = self.core.awareness.apply_capped(
                     remote_conn(origin),
                     entries,
                     Instant::now(),
                     usize::MAX,
                 );
-                self.fan_out_awareness(&accepted);
+                self.core.fan_out_awareness(&accepted);
             }
-            BusEvent::AwarenessQuery => self.announce_awareness(),
+            BusEvent::AwarenessQuery => self.core.announce_awareness(),
             BusEvent::Values(updates) => {
                 for update in updates {
-                    match self.values.merge_durable(&update, &mut self.hlc) {
-                        Ok(()) => self.fan_out_value(&update.name),
+                    match self.core.values.merge_durable(&update, &mut self.core.hlc) {
+                        Ok(()) => self.core.fan_out_value(&update.name),
                         Err(e) => {
                             debug!(name = %update.name, error = %e, "bus value refused");
                             metrics::counter!(m::BUS_INVALID).increment(1);
@@ -196,73 +168,12 @@ impl Room {
         }
     }
 
-    /// Publishes every state of this process's own clients.
-    fn announce_awareness(&self) {
-        let states = self.awareness.states();
-        self.bus_awareness(&states);
-    }
-
-    fn fan_out_awareness(&mut self, entries: &[AwarenessEntry]) {
-        if entries.is_empty() {
-            return;
-        }
-        let frame = encode_awareness(&encode_entries(entries.iter()));
-        self.broadcast(&frame, None);
-    }
-
-    fn fan_out_value(&mut self, name: &str) {
-        let Some(value) = self.values.get(name) else {
-            return;
-        };
-        let frame = values_frame(&ServerMessage::State(plait_crdt::Update {
-            name: name.to_owned(),
-            value: value.clone(),
-        }));
-        self.broadcast_where(&frame, |_, member| member.link.values);
-    }
-
-    /// Applies durable updates from elsewhere in one transaction and relays them to every
-    /// member as they were sent. Returns false if yrs panicked (the room is reloaded then).
-    fn apply_remote(&mut self, updates: Vec<(Update, Bytes)>) -> bool {
-        if updates.is_empty() {
-            return true;
-        }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut txn = self.doc.transact_mut();
-            let mut applied = Vec::with_capacity(updates.len());
-            for (update, raw) in updates {
-                match txn.apply_update(update) {
-                    Ok(()) => applied.push(raw),
-                    Err(e) => {
-                        debug!(error = %e, "bus update did not apply");
-                        metrics::counter!(m::BUS_INVALID).increment(1);
-                    }
-                }
-            }
-            applied
-        }));
-        match outcome {
-            Ok(applied) => {
-                for raw in applied {
-                    self.broadcast(&encode_update(&raw), None);
-                }
-                true
-            }
-            Err(_) => {
-                metrics::counter!(m::BUS_INVALID).increment(1);
-                warn!("applying bus updates panicked; the room reloads from the store");
-                self.needs_reload = true;
-                false
-            }
-        }
-    }
-
     /// Reads the store's log after `last_seq` and applies what the room lacks (skipping the
     /// room's own just-committed seqs in `skip`). If compaction removed rows the room still
     /// needs, merges the whole stored room instead. Returns whether it succeeded.
     async fn catch_up(&mut self, skip: Option<(u64, u64)>) -> bool {
         metrics::counter!(m::BUS_CATCH_UPS).increment(1);
-        let after = self.last_seq;
+        let after = self.core.last_seq;
         let rows = tokio::time::timeout(
             COMMIT_TIMEOUT,
             self.shared
@@ -301,8 +212,8 @@ impl Room {
                 }
             }
         }
-        if self.apply_remote(fresh) {
-            self.last_seq = last;
+        if self.core.apply_remote(fresh) {
+            self.core.last_seq = last;
         }
         true
     }
@@ -315,7 +226,7 @@ impl Room {
             self.set_retry();
             return false;
         };
-        let before = self.doc.transact().state_vector();
+        let before = self.core.doc.transact().state_vector();
         let mut rows: Vec<(Update, Bytes)> = Vec::new();
         let snapshot = stored.snapshot.as_ref().map(|s| s.data.clone());
         for data in snapshot
@@ -327,20 +238,20 @@ impl Room {
             }
         }
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut txn = self.doc.transact_mut();
+            let mut txn = self.core.doc.transact_mut();
             for (u, _) in rows {
                 let _ = txn.apply_update(u);
             }
         }));
         if applied.is_err() {
-            self.needs_reload = true;
+            self.core.needs_reload = true;
             return false;
         }
-        let diff = self.doc.transact().encode_state_as_update_v1(&before);
+        let diff = self.core.doc.transact().encode_state_as_update_v1(&before);
         if diff.len() > 2 {
-            self.broadcast(&encode_update(&diff), None);
+            self.core.broadcast(&encode_update(&diff), None);
         }
-        self.last_seq = self.last_seq.max(stored.last_seq);
+        self.core.last_seq = self.core.last_seq.max(stored.last_seq);
         true
     }
 
@@ -357,15 +268,28 @@ impl Room {
             let Ok(value) = plait_crdt::Value::decode(&row.state) else {
                 continue;
             };
-            let before = self.values.get(&row.name).map(plait_crdt::Value::encode);
+            let before = self
+                .core
+                .values
+                .get(&row.name)
+                .map(plait_crdt::Value::encode);
             let update = plait_crdt::Update {
                 name: row.name,
                 value,
             };
-            if self.values.merge_durable(&update, &mut self.hlc).is_ok()
-                && self.values.get(&update.name).map(plait_crdt::Value::encode) != before
+            if self
+                .core
+                .values
+                .merge_durable(&update, &mut self.core.hlc)
+                .is_ok()
+                && self
+                    .core
+                    .values
+                    .get(&update.name)
+                    .map(plait_crdt::Value::encode)
+                    != before
             {
-                self.fan_out_value(&update.name);
+                self.core.fan_out_value(&update.name);
             }
         }
     }
@@ -380,12 +304,12 @@ impl Room {
     /// `--bus-fallback-poll-ms`), after it reconnected, after a dropped message or a failed
     /// catch-up, and every [`SAFETY_POLL`] regardless.
     pub(crate) async fn bus_tick(&mut self, now: Instant) {
-        if self.needs_reload {
-            self.needs_reload = false;
+        if self.core.needs_reload {
+            self.core.needs_reload = false;
             self.reload().await;
         }
-        if self.behind && self.catch_up(None).await {
-            self.behind = false;
+        if self.core.behind && self.catch_up(None).await {
+            self.core.behind = false;
         }
         let Some(c) = &mut self.cluster else {
             return;
@@ -412,7 +336,7 @@ impl Room {
         self.catch_up_values().await;
         if reconnected {
             // Whatever awareness went missing while the bus was down.
-            self.announce_awareness();
+            self.core.announce_awareness();
             self.publish(&Outgoing::AwarenessQuery);
         }
     }

@@ -300,7 +300,9 @@ mod tests {
                                 done.updates.iter().map(number_of_update).collect();
                             assert_eq!(written, numbers, "{}", ctx());
                             let acked: Vec<u32> = done.acks.iter().map(|a| *a as u32).collect();
-                            assert_eq!(acked, numbers, "{}: acks are the stored updates'", ctx());
+                            // Relaxed: senders were told when their update was applied.
+                            let expected = if strict { numbers.clone() } else { Vec::new() };
+                            assert_eq!(acked, expected, "{}: acks are the stored updates'", ctx());
                             released.extend(done.frames.iter().map(number_of_frame));
                         } else {
                             ledger.failed(now);
