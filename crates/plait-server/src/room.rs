@@ -51,6 +51,20 @@ pub(crate) const INBOX_CAPACITY: usize = 1024;
 /// while it waits, so a store that hangs must not hang the room: reads and syncs go on
 /// between retries.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long loading a room may take (a big document's snapshot and log). Past it the load
+/// counts as failed: the room refuses its connections, which retry.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store call with a deadline: every call a room makes has one, so a stuck database
+/// connection or row lock fails the call (to be retried) instead of hanging the room.
+async fn deadline<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, plait_store::Error>>,
+) -> Result<T, plait_store::Error> {
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(plait_store::Error::Timeout(limit)))
+}
 /// How often a room checks awareness expiry, idleness and retries.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -299,10 +313,8 @@ async fn run(
         Some(bus) => Some(bus.subscribe(&name, id).await),
         None => None,
     };
-    let loaded = match shared.store.load_room(&name).await {
-        Ok(stored) => shared
-            .store
-            .load_values(&name)
+    let loaded = match deadline(LOAD_TIMEOUT, shared.store.load_room(&name)).await {
+        Ok(stored) => deadline(LOAD_TIMEOUT, shared.store.load_values(&name))
             .await
             .map(|values| (stored, values)),
         Err(e) => Err(e),
@@ -535,13 +547,8 @@ impl Room {
         };
         let store = self.shared.store.clone();
         let name = self.name.clone();
-        let write = async move {
-            match tokio::time::timeout(COMMIT_TIMEOUT, store.append_updates(&name, &updates)).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(plait_store::Error::Timeout(COMMIT_TIMEOUT)),
-            }
-        };
+        let write =
+            async move { deadline(COMMIT_TIMEOUT, store.append_updates(&name, &updates)).await };
         self.inflight = Some(InFlight {
             write: Box::pin(write),
             started: Instant::now(),
@@ -613,12 +620,8 @@ impl Room {
     async fn compact(&mut self) -> Option<Snapshot> {
         let snapshot = self.core.snapshot(SnapshotKind::Compaction);
         let up_to_seq = snapshot.up_to_seq;
-        match self
-            .shared
-            .store
-            .write_snapshot(&self.name, &snapshot)
-            .await
-        {
+        let write = self.shared.store.write_snapshot(&self.name, &snapshot);
+        match deadline(COMMIT_TIMEOUT, write).await {
             Ok(()) => {
                 debug!(
                     up_to_seq,
@@ -644,7 +647,7 @@ impl Room {
     async fn reload(&mut self) {
         // What is being written is part of what gets re-applied if the write fails.
         self.settle_commit().await;
-        match self.shared.store.load_room(&self.name).await {
+        match deadline(LOAD_TIMEOUT, self.shared.store.load_room(&self.name)).await {
             Ok(stored) => self.core.load(stored),
             Err(e) => error!(error = %e, "reload failed; keeping an empty document until retry"),
         }
@@ -742,11 +745,11 @@ impl Room {
         }
         let rows = self.core.dirty_rows();
         let started = Instant::now();
-        let result = self
-            .shared
-            .store
-            .put_values(&self.name, &rows, &crate::stored_values::merge_stored)
-            .await;
+        let put =
+            self.shared
+                .store
+                .put_values(&self.name, &rows, &crate::stored_values::merge_stored);
+        let result = deadline(COMMIT_TIMEOUT, put).await;
         m::hot()
             .commit_seconds
             .record(started.elapsed().as_secs_f64());

@@ -736,3 +736,98 @@ async fn a_values_join_that_overflows_the_outbox_closes_instead_of_spinning() {
     }
     server.stop().await;
 }
+
+/// A store whose `put_values` never answers, like a PostgreSQL connection stuck on a row lock.
+#[derive(Debug, Default)]
+struct StuckValues(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for StuckValues {
+    async fn load_room(&self, room: &str) -> Result<plait_store::StoredRoom, plait_store::Error> {
+        self.0.load_room(room).await
+    }
+    async fn append_updates(
+        &self,
+        room: &str,
+        updates: &[bytes::Bytes],
+    ) -> Result<u64, plait_store::Error> {
+        self.0.append_updates(room, updates).await
+    }
+    async fn write_snapshot(
+        &self,
+        room: &str,
+        snapshot: &plait_store::Snapshot,
+    ) -> Result<(), plait_store::Error> {
+        self.0.write_snapshot(room, snapshot).await
+    }
+    async fn list_snapshots(
+        &self,
+        room: &str,
+    ) -> Result<Vec<plait_store::SnapshotInfo>, plait_store::Error> {
+        self.0.list_snapshots(room).await
+    }
+    async fn load_snapshot(
+        &self,
+        room: &str,
+        id: i64,
+    ) -> Result<Option<plait_store::Snapshot>, plait_store::Error> {
+        self.0.load_snapshot(room, id).await
+    }
+    async fn load_updates_until(
+        &self,
+        room: &str,
+        after_seq: u64,
+        until_ms: i64,
+    ) -> Result<Vec<plait_store::LoggedUpdate>, plait_store::Error> {
+        self.0.load_updates_until(room, after_seq, until_ms).await
+    }
+    async fn prune_history(&self, room: &str, before_ms: i64) -> Result<u64, plait_store::Error> {
+        self.0.prune_history(room, before_ms).await
+    }
+    async fn load_values(
+        &self,
+        room: &str,
+    ) -> Result<Vec<plait_store::StoredValue>, plait_store::Error> {
+        self.0.load_values(room).await
+    }
+    async fn put_values(
+        &self,
+        _room: &str,
+        _values: &[plait_store::StoredValue],
+        _merge: &plait_store::MergeValue,
+    ) -> Result<Vec<plait_store::StoredValue>, plait_store::Error> {
+        std::future::pending().await
+    }
+    async fn list_rooms(&self) -> Result<Vec<plait_store::RoomSummary>, plait_store::Error> {
+        self.0.list_rooms().await
+    }
+    async fn ping(&self) -> Result<(), plait_store::Error> {
+        self.0.ping().await
+    }
+}
+
+/// Pins issue 13 item 7: `put_values` had no deadline, so a stuck store hung the room: the
+/// value request never answered and nobody else in the room was served again.
+#[tokio::test]
+async fn a_stuck_store_fails_value_writes_instead_of_hanging_the_room() {
+    let server = TestServer::start_with(Arc::new(StuckValues::default()), |_| {}).await;
+    let editor = TestClient::connect(&server.url("stuck")).await;
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .http(
+            "POST",
+            "/api/rooms/stuck/counters/likes",
+            Some(json!({"add": 1})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The room still serves its members.
+    editor.insert(0, "still here");
+    let other = TestClient::connect(&server.url("stuck")).await;
+    other.wait_text("still here").await;
+}

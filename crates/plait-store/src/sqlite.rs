@@ -127,9 +127,11 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn load_room(&self, room: &str) -> Result<StoredRoom, Error> {
-        let mut conn = self.reader.acquire().await?;
-        // One read transaction, so the snapshot and the log are seen at the same instant.
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
+        // One read transaction, so the snapshot and the log are seen at the same instant. A
+        // `Transaction` rolls back when dropped: a load abandoned half-way (its deadline) must
+        // not hand its pooled connection back inside a transaction (a raw BEGIN did, and every
+        // later load on that connection failed).
+        let mut conn = self.reader.begin().await?;
         let result = async {
             let last_seq: Option<i64> =
                 sqlx::query_scalar("SELECT last_seq FROM rooms WHERE name = ?")
@@ -163,7 +165,7 @@ impl Store for SqliteStore {
             })
         }
         .await;
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        conn.commit().await?;
         result
     }
 

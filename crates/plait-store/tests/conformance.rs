@@ -438,3 +438,29 @@ async fn history_snapshots_are_listed_loaded_and_pruned() {
         assert_eq!(left[0].created_at_ms, 3000, "{name}");
     }
 }
+
+/// Issue 13 item 7: a `load_room` abandoned half-way (a room's load deadline) must not leave
+/// its pooled SQLite connection inside a transaction, where every later load on it fails (or
+/// reads an old snapshot of the database forever).
+#[tokio::test]
+async fn an_abandoned_load_leaves_no_open_transaction() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        store.append_updates("r", &[b("1")]).await.unwrap();
+        for i in 0..200u32 {
+            // Polled a few times, then dropped wherever it got to.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_micros(u64::from(i % 7) * 50),
+                store.load_room("r"),
+            )
+            .await;
+            let loaded = store.load_room("r").await;
+            assert!(loaded.is_ok(), "{name}, round {i}: {loaded:?}");
+        }
+        store.append_updates("r", &[b("2")]).await.unwrap();
+        for _ in 0..8 {
+            let loaded = store.load_room("r").await.unwrap();
+            assert_eq!(loaded.last_seq, 2, "{name}: a load saw an old snapshot");
+        }
+    }
+}

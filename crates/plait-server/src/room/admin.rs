@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, Transact, Update};
 
-use super::{values_frame, Room, ADMIN_CONN};
+use super::{deadline, values_frame, Room, ADMIN_CONN, COMMIT_TIMEOUT};
 use crate::config::Durability;
 use crate::docs;
 use crate::snapshot_file::{NamedValues, SnapshotFile};
@@ -220,18 +220,15 @@ impl Room {
             None => self.core.snapshot(SnapshotKind::History),
         };
         let created_at_ms = snapshot.created_at_ms;
-        match self
-            .shared
-            .store
-            .write_snapshot(&self.name, &snapshot)
-            .await
-        {
+        let write = self.shared.store.write_snapshot(&self.name, &snapshot);
+        match deadline(COMMIT_TIMEOUT, write).await {
             Ok(()) => {
                 self.last_history = now;
                 self.core.changed_since_history = false;
                 if let Some(retention) = self.shared.room.history_retention {
                     let before = created_at_ms - retention.as_millis() as i64;
-                    if let Err(e) = self.shared.store.prune_history(&self.name, before).await {
+                    let prune = self.shared.store.prune_history(&self.name, before);
+                    if let Err(e) = deadline(COMMIT_TIMEOUT, prune).await {
                         warn!(error = %e, "pruning old history snapshots failed");
                     }
                 }
