@@ -324,10 +324,7 @@ async fn read_loop(
             let Some(inbound) = policy.admit(inbound) else {
                 continue;
             };
-            let send = room.tx.send(RoomCmd::Inbound {
-                conn: peer.id,
-                msg: inbound,
-            });
+            let send = room.send_inbound(peer.id, inbound);
             // Checked first, and raced against a send that waits for room in the inbox: a
             // close decided meanwhile drops the message.
             tokio::select! {

@@ -24,7 +24,7 @@ use plait_protocol::message::encode_custom;
 use plait_protocol::AwarenessEntry;
 use plait_store::{Snapshot, SnapshotKind};
 use serde_json::Value as Json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn, Instrument};
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Transact, Update};
@@ -43,6 +43,11 @@ const BATCH_KEPT: usize = 32;
 /// Bound on the inbox. Connection readers `send().await` into it, so a full inbox pushes back
 /// on their sockets (TCP flow control reaches the clients) instead of growing memory.
 pub(crate) const INBOX_CAPACITY: usize = 1024;
+/// Bound on the bytes of messages queued in a room's inbox (besides their count): a reader
+/// waits, and so pushes back on its socket, while its message would pass it. A message larger
+/// than the whole budget waits until it has the inbox to itself. Without it the count bound
+/// alone let 1024 messages of up to `--max-message-bytes` each queue per room.
+pub(crate) const INBOX_BYTES: usize = 32 << 20;
 /// Uncommitted update bytes a room holds while its store is failing; past this, writers are
 /// closed with 1013 (try again later) and keep their edits for the next connection.
 /// (`--max-uncommitted-bytes`, in `RoomConfig`.)
@@ -91,6 +96,17 @@ pub(crate) struct MemberLink {
     pub(crate) acks: bool,
 }
 
+impl Inbound {
+    /// About how many bytes the message keeps alive while it waits in the inbox.
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Inbound::Update(_, raw) => raw.len(),
+            Inbound::Awareness(entries) => entries.iter().map(|e| e.state.len() + 24).sum(),
+            Inbound::Step1(_) | Inbound::QueryAwareness | Inbound::Value(_) => 64,
+        }
+    }
+}
+
 /// What a connection forwards to its room, already decoded and validated.
 #[derive(Debug)]
 pub(crate) enum Inbound {
@@ -131,8 +147,13 @@ pub(crate) enum RoomCmd {
         link: MemberLink,
         joined: oneshot::Sender<()>,
     },
-    /// A message from a member.
-    Inbound { conn: ConnId, msg: Inbound },
+    /// A message from a member, holding its share of the inbox's byte budget until the room
+    /// has taken it out of the queue.
+    Inbound {
+        conn: ConnId,
+        msg: Inbound,
+        _budget: InboxBudget,
+    },
     /// A member's socket closed.
     Leave { conn: ConnId },
     /// The hub needs room: unload now if idle.
@@ -236,7 +257,40 @@ pub(crate) struct RoomHandle {
     pub(crate) tx: mpsc::Sender<RoomCmd>,
     /// Members right now, or [`LOADING`]; read by the hub to find idle rooms to evict.
     pub(crate) n_members: Arc<AtomicUsize>,
+    /// The inbox's byte budget ([`INBOX_BYTES`]), taken by senders and given back when the
+    /// room drops the message.
+    inbox_bytes: Arc<Semaphore>,
 }
+
+impl RoomHandle {
+    /// Sends a member's message, first waiting for room for its bytes in the inbox.
+    ///
+    /// # Errors
+    /// The room is gone (unloading or shut down).
+    pub(crate) async fn send_inbound(&self, conn: ConnId, msg: Inbound) -> Result<(), ()> {
+        let bytes = msg.queued_bytes().min(INBOX_BYTES) as u32;
+        let permit = self
+            .inbox_bytes
+            .clone()
+            .acquire_many_owned(bytes)
+            .await
+            .map_err(|_| ())?;
+        let budget = InboxBudget(permit);
+        let cmd = RoomCmd::Inbound {
+            conn,
+            msg,
+            _budget: budget,
+        };
+        self.tx.send(cmd).await.map_err(|_| ())
+    }
+}
+
+/// A message's share of its room's inbox budget; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct InboxBudget(
+    #[expect(dead_code, reason = "held for its Drop, which gives the bytes back")]
+    OwnedSemaphorePermit,
+);
 
 /// `n_members` of a room still loading: the joins that made it load are queued, not counted,
 /// so it must not look idle to the hub.
@@ -291,6 +345,7 @@ pub(crate) fn spawn(name: Arc<str>, id: u64, shared: Arc<Shared>) -> RoomHandle 
     let handle = RoomHandle {
         id,
         tx,
+        inbox_bytes: Arc::new(Semaphore::new(INBOX_BYTES)),
         n_members: n_members.clone(),
     };
     let span = tracing::info_span!("room", room = %name);
@@ -427,10 +482,12 @@ impl Room {
                 RoomCmd::Inbound {
                     conn,
                     msg: Inbound::Update(u, raw),
+                    ..
                 } => updates.push((conn, u, raw)),
                 RoomCmd::Inbound {
                     conn,
                     msg: Inbound::Value(ClientMessage::Op(op)),
+                    ..
                 } => value_ops.push((ValueSource::Conn(conn), op)),
                 RoomCmd::Values { req, reply } => match self.core.values_request(req) {
                     Ok(op) => value_ops.push((ValueSource::Api(reply), op)),
@@ -460,7 +517,7 @@ impl Room {
         for cmd in rest {
             match cmd {
                 RoomCmd::Join { conn, link, joined } => self.core.join(conn, link, joined),
-                RoomCmd::Inbound { conn, msg } => self.core.inbound(conn, msg),
+                RoomCmd::Inbound { conn, msg, .. } => self.core.inbound(conn, msg),
                 RoomCmd::Leave { conn } => self.core.leave(conn),
                 RoomCmd::Evict => evict = true,
                 RoomCmd::Admin { op, reply } => self.admin(op, reply).await,
@@ -785,6 +842,54 @@ fn current(value: &Value) -> Json {
 #[cfg(test)]
 mod values_tests {
     use super::*;
+
+    /// Pins issue 13 item 6: the inbox was bounded by message count only (1024 messages of up
+    /// to a whole frame each); a sender now waits while the queued bytes would pass the budget.
+    #[tokio::test]
+    async fn the_inbox_is_bounded_by_bytes() {
+        let (tx, mut rx) = mpsc::channel(INBOX_CAPACITY);
+        let handle = RoomHandle {
+            id: 1,
+            tx,
+            n_members: Arc::new(AtomicUsize::new(0)),
+            inbox_bytes: Arc::new(Semaphore::new(INBOX_BYTES)),
+        };
+        let update = |len: usize| {
+            let empty = Update::decode_v1(&[0, 0]).unwrap();
+            Inbound::Update(empty, Bytes::from(vec![0u8; len]))
+        };
+        handle
+            .send_inbound(1, update(INBOX_BYTES - 100))
+            .await
+            .unwrap();
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(100),
+            handle.send_inbound(1, update(1_000)),
+        )
+        .await;
+        assert!(
+            blocked.is_err(),
+            "a message past the byte budget was queued"
+        );
+        // The room takes the first message out: the next one goes.
+        drop(rx.recv().await);
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            handle.send_inbound(1, update(1_000)),
+        )
+        .await
+        .expect("the budget came back")
+        .unwrap();
+        // A message larger than the whole budget still goes, once the inbox is empty.
+        drop(rx.recv().await);
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            handle.send_inbound(1, update(2 * INBOX_BYTES)),
+        )
+        .await
+        .expect("an oversized message waited forever")
+        .unwrap();
+    }
 
     #[test]
     fn connection_replicas_differ_by_connection_and_instance() {
