@@ -132,3 +132,88 @@ async fn graceful_shutdown_flushes_every_room() {
     }
     server.kill();
 }
+
+/// Issue 13: the crash test covers the cluster. Two processes share one PostgreSQL and one
+/// Redis, with writers on both and compaction after a handful of updates (so compactions of
+/// the two processes race, the defect of a stale compaction deleting a newer one). Each cycle
+/// SIGKILLs one of them at a pseudo-random moment while everyone types, and restarts it;
+/// everything any client had received must then be in the store, read by a fresh process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_either_cluster_process_loses_nothing() {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        assert!(!pg::required(), "Redis is required at 127.0.0.1:6379");
+        eprintln!("SKIPPED: no Redis at 127.0.0.1:6379");
+        return;
+    }
+    let Some(db) = pg::fresh_database("plait_crash_cluster").await else {
+        return;
+    };
+    let prefix = format!("crash-cluster-{}", std::process::id());
+    let args = [
+        "--redis",
+        "redis://127.0.0.1:6379",
+        "--redis-prefix",
+        prefix.as_str(),
+        "--compact-after-updates",
+        "8",
+        "--compact-after-bytes",
+        "2048",
+    ];
+    let n = cycles();
+    let mut seed = 0x2545_f491_u64;
+    let mut servers = [
+        binary::Server::start(&db, &args).await,
+        binary::Server::start(&db, &args).await,
+    ];
+    let mut lost_cycles = 0;
+    let started = std::time::Instant::now();
+    for cycle in 0..n {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let urls = [
+            servers[0].url("cluster-crash"),
+            servers[1].url("cluster-crash"),
+        ];
+        let observers = [
+            TestClient::connect(&urls[0]).await,
+            TestClient::connect(&urls[1]).await,
+        ];
+        let writers: Vec<TestClient> =
+            futures_util::future::join_all((0..4).map(|w| TestClient::connect(&urls[w % 2]))).await;
+        let typing = async {
+            for i in 0.. {
+                for (w, c) in writers.iter().enumerate() {
+                    c.insert(0, &format!("{cycle}.{w}.{i} "));
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(100 + seed % 400), typing).await;
+        let victim = (seed >> 9) as usize % 2;
+        let restarted = binary::Server::start(&db, &args).await;
+        std::mem::replace(&mut servers[victim], restarted).kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut seen = observers[0].doc.transact().state_vector();
+        seen.merge(observers[1].doc.transact().state_vector());
+        drop(writers);
+        drop(observers);
+        // A process that never had the room loaded reads it from the store alone.
+        let fresh_process = binary::Server::start(&db, &args).await;
+        let fresh = TestClient::connect(&fresh_process.url("cluster-crash")).await;
+        let stored = fresh.doc.transact().state_vector();
+        if !covers(&stored, &seen) {
+            lost_cycles += 1;
+            eprintln!("cycle {cycle}: lost updates: stored {stored:?}, seen {seen:?}");
+        }
+        fresh_process.kill();
+    }
+    eprintln!(
+        "{n} SIGKILL cycles of a two-process cluster in {:?}: {lost_cycles} lost anything",
+        started.elapsed()
+    );
+    assert_eq!(
+        lost_cycles, 0,
+        "updates that clients had received were lost"
+    );
+}
