@@ -15,9 +15,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::room::{AdminOp, AdminReply, RestoreTarget, RoomCmd};
+use crate::room::{AdminOp, Merged, RestoreTarget, RoomCmd, RoomError};
 use crate::snapshot_file::{Format, NamedValues, SnapshotFile};
-use crate::stored_values::ValuesOutcome;
 use crate::Shared;
 
 /// Response header of an export: how many CRDT values the room (or restore point) holds,
@@ -87,8 +86,25 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), AdminError> {
     }
 }
 
-/// Runs `op` in the room's actor, loading the room if needed.
-async fn ask(shared: &Arc<Shared>, room: &str, op: AdminOp) -> Result<AdminReply, AdminError> {
+impl From<RoomError> for AdminError {
+    fn from(e: RoomError) -> Self {
+        let status = match e {
+            RoomError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RoomError::StoreFailing | RoomError::Held(_) | RoomError::Unstored => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        AdminError(status, e.to_string())
+    }
+}
+
+/// Runs an operation in the room's actor, loading the room if needed; `op` builds it around
+/// the channel its answer comes back on.
+async fn ask<T>(
+    shared: &Arc<Shared>,
+    room: &str,
+    op: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> AdminOp,
+) -> Result<T, AdminError> {
     let handle = shared
         .hub
         .get_or_spawn(room, shared)
@@ -97,13 +113,12 @@ async fn ask(shared: &Arc<Shared>, room: &str, op: AdminOp) -> Result<AdminReply
     let (reply, answer) = oneshot::channel();
     handle
         .tx
-        .send(RoomCmd::Admin { op, reply })
+        .send(RoomCmd::Admin(op(reply)))
         .await
         .map_err(|_| unavailable("the room was unloading; try again"))?;
-    answer
+    Ok(answer
         .await
-        .map_err(|_| unavailable("the room was unloading; try again"))?
-        .map_err(|e| AdminError(StatusCode::UNPROCESSABLE_ENTITY, e))
+        .map_err(|_| unavailable("the room was unloading; try again"))??)
 }
 
 async fn list_rooms(
@@ -137,10 +152,7 @@ async fn inspect(
     Path(room): Path<String>,
 ) -> Result<Response, AdminError> {
     authorize(&shared, &headers)?;
-    match ask(&shared, &room, AdminOp::Inspect).await? {
-        AdminReply::Json(v) => Ok(Json(v).into_response()),
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
-    }
+    Ok(Json(ask(&shared, &room, AdminOp::Inspect).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,10 +197,7 @@ async fn export(
             };
             (file, Some(past.point_ms), note)
         }
-        None => match ask(&shared, &room, AdminOp::Export).await? {
-            AdminReply::Export(file) => (file, None, None),
-            other => return Err(unavailable(format!("unexpected reply {other:?}"))),
-        },
+        None => (ask(&shared, &room, AdminOp::Export).await?, None, None),
     };
     let mut response = (
         [(header::CONTENT_TYPE, "application/octet-stream")],
@@ -223,30 +232,20 @@ async fn import(
 ) -> Result<Response, AdminError> {
     authorize(&shared, &headers)?;
     let (file, _) = read_file(&body)?;
-    match ask(&shared, &room, AdminOp::Import(file)).await? {
-        AdminReply::Merged { document, values } => {
-            Ok(Json(merged_json(document, &values)).into_response())
-        }
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
-    }
+    let merged = ask(&shared, &room, |reply| AdminOp::Import(file, reply)).await?;
+    Ok(Json(merged_json(&merged)).into_response())
 }
 
 /// The answer to an import or a restore: `changed` (anything), `document_changed`,
 /// `values_changed` (names), `notes` (what was left as it was, and why).
-fn merged_json(document: bool, values: &ValuesOutcome) -> serde_json::Value {
+fn merged_json(merged: &Merged) -> serde_json::Value {
+    let Merged { document, values } = merged;
     json!({
-        "changed": document || !values.changed.is_empty(),
+        "changed": *document || !values.changed.is_empty(),
         "document_changed": document,
         "values_changed": values.changed,
         "notes": values.notes,
     })
-}
-
-fn changed(reply: AdminReply) -> Result<Response, AdminError> {
-    match reply {
-        AdminReply::Changed(c) => Ok(Json(json!({ "changed": c })).into_response()),
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
-    }
 }
 
 async fn history(
@@ -319,14 +318,10 @@ async fn restore(
             (target, None)
         }
     };
-    match ask(&shared, &room, AdminOp::Restore(target)).await? {
-        AdminReply::Merged { document, values } => {
-            let mut answer = merged_json(document, &values);
-            answer["restored_point_ms"] = json!(point);
-            Ok(Json(answer).into_response())
-        }
-        other => Err(unavailable(format!("unexpected reply {other:?}"))),
-    }
+    let merged = ask(&shared, &room, |reply| AdminOp::Restore(target, reply)).await?;
+    let mut answer = merged_json(&merged);
+    answer["restored_point_ms"] = json!(point);
+    Ok(Json(answer).into_response())
 }
 
 async fn compact(
@@ -335,7 +330,8 @@ async fn compact(
     Path(room): Path<String>,
 ) -> Result<Response, AdminError> {
     authorize(&shared, &headers)?;
-    changed(ask(&shared, &room, AdminOp::Compact).await?)
+    ask(&shared, &room, AdminOp::Compact).await?;
+    Ok(Json(json!({ "changed": false })).into_response())
 }
 
 /// A room's content at a past time, as [`state_at`] finds it.

@@ -132,7 +132,7 @@ mod sim;
 use self::core::{Applied, BusOut, RoomCore};
 use crate::bus::Outgoing;
 
-pub(crate) use admin::{AdminOp, AdminReply, AdminResult, RestoreTarget};
+pub(crate) use admin::{AdminOp, Merged, RestoreTarget, RoomError};
 
 /// The connection id of changes made through the admin API (no connection has it).
 const ADMIN_CONN: ConnId = 0;
@@ -159,10 +159,7 @@ pub(crate) enum RoomCmd {
     /// The hub needs room: unload now if idle.
     Evict,
     /// An administrative request (export, inspect, import, restore, compact).
-    Admin {
-        op: AdminOp,
-        reply: oneshot::Sender<AdminResult>,
-    },
+    Admin(AdminOp),
     /// A CRDT values request from the HTTP API; answered once any change is stored.
     Values {
         req: ValuesRequest,
@@ -178,7 +175,7 @@ impl RoomCmd {
             RoomCmd::Inbound {
                 msg: Inbound::Step1(_),
                 ..
-            } | RoomCmd::Admin { .. }
+            } | RoomCmd::Admin(_)
         )
     }
 }
@@ -520,7 +517,7 @@ impl Room {
                 RoomCmd::Inbound { conn, msg, .. } => self.core.inbound(conn, msg),
                 RoomCmd::Leave { conn } => self.core.leave(conn),
                 RoomCmd::Evict => evict = true,
-                RoomCmd::Admin { op, reply } => self.admin(op, reply).await,
+                RoomCmd::Admin(op) => self.admin(op).await,
                 RoomCmd::Values { .. } => unreachable!("values requests are handled per batch"),
             }
         }

@@ -19,21 +19,44 @@ use crate::docs;
 use crate::snapshot_file::{NamedValues, SnapshotFile};
 use crate::stored_values::{self, ValuesOutcome};
 
-/// An administrative request to one room.
+/// An administrative request to one room, each with the channel its typed answer goes back
+/// on (so no caller matches on a reply it did not ask for).
 #[derive(Debug)]
 pub(crate) enum AdminOp {
     /// The whole document as one Yjs v1 update, and every value.
-    Export,
+    Export(Reply<SnapshotFile>),
     /// The document as JSON.
-    Inspect,
+    Inspect(Reply<serde_json::Value>),
     /// Merge a file into the room: its document like an edit from a client, its values with
     /// the CRDT merge (so importing the same file twice changes nothing).
-    Import(SnapshotFile),
+    Import(SnapshotFile, Reply<Merged>),
     /// Make the room's content equal to a past version with a forward edit, and set its
     /// values back (see [`stored_values::restore_updates`]).
-    Restore(RestoreTarget),
+    Restore(RestoreTarget, Reply<Merged>),
     /// Merge the log into a snapshot now.
-    Compact,
+    Compact(Reply<()>),
+}
+
+/// Where a room sends the answer to an [`AdminOp`].
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, RoomError>>;
+
+/// Why a room refused or could not finish an administrative request.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RoomError {
+    /// The request's content is not what it must be (a Yjs update that does not decode).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed; nothing was changed.
+    #[error("the store is failing: nothing was changed; try again later")]
+    StoreFailing,
+    /// The change is made in memory and held, and will be stored when the store recovers
+    /// (it is not durable yet, so it is not confirmed).
+    #[error("{0}, but the store is failing: the change is held and retried")]
+    Held(&'static str),
+    /// The store is failing and the room holds edits not yet stored, which must not leave it
+    /// (strict durability).
+    #[error("the store is failing and the room holds edits not yet stored; try again later")]
+    Unstored,
 }
 
 /// What a restore sets the room back to.
@@ -46,59 +69,58 @@ pub(crate) struct RestoreTarget {
     pub(crate) values: Result<NamedValues, String>,
 }
 
-/// What a room answers.
+/// What an import or a restore did: whether the document changed, and to the values.
 #[derive(Debug)]
-pub(crate) enum AdminReply {
-    /// The document and every value.
-    Export(SnapshotFile),
-    Json(serde_json::Value),
-    /// Whether the request changed the document.
-    Changed(bool),
-    /// What an import or a restore did: whether the document changed, and to the values.
-    Merged {
-        document: bool,
-        values: ValuesOutcome,
-    },
+pub(crate) struct Merged {
+    pub(crate) document: bool,
+    pub(crate) values: ValuesOutcome,
 }
 
-pub(crate) type AdminResult = Result<AdminReply, String>;
-
 impl Room {
-    pub(super) async fn admin(&mut self, op: AdminOp, reply: oneshot::Sender<AdminResult>) {
-        let result = match op {
-            // The room waited for its commits before this (`handle_batch`); if the store is
-            // failing, the document holds edits it lacks, which must not leave the room.
-            AdminOp::Export | AdminOp::Inspect
-                if self.core.strict() && !self.core.ledger.is_clean() =>
-            {
-                Err(
-                    "the store is failing and the room holds edits not yet stored; try again later"
-                        .into(),
-                )
-            }
-            AdminOp::Export => Ok(AdminReply::Export(SnapshotFile {
-                update: docs::encode_state(&self.core.doc),
-                values: stored_values::named(&self.core.values),
-            })),
-            AdminOp::Inspect => Ok(AdminReply::Json(docs::to_json(&self.core.doc))),
-            AdminOp::Import(file) => self.import(file).await,
-            AdminOp::Restore(target) => self.restore(target).await,
-            AdminOp::Compact => {
-                if self.commit().await {
-                    self.compact().await;
-                    Ok(AdminReply::Changed(false))
+    pub(super) async fn admin(&mut self, op: AdminOp) {
+        // The room waited for its commits before this (`handle_batch`); if the store is
+        // failing, the document holds edits it lacks, which must not leave the room.
+        let unstored = self.core.strict() && !self.core.ledger.is_clean();
+        match op {
+            AdminOp::Export(reply) => {
+                let _ = reply.send(if unstored {
+                    Err(RoomError::Unstored)
                 } else {
-                    Err("the store is failing; try again later".into())
-                }
+                    Ok(SnapshotFile {
+                        update: docs::encode_state(&self.core.doc),
+                        values: stored_values::named(&self.core.values),
+                    })
+                });
             }
-        };
-        let _ = reply.send(result);
+            AdminOp::Inspect(reply) => {
+                let _ = reply.send(if unstored {
+                    Err(RoomError::Unstored)
+                } else {
+                    Ok(docs::to_json(&self.core.doc))
+                });
+            }
+            AdminOp::Import(file, reply) => {
+                let _ = reply.send(self.import(file).await);
+            }
+            AdminOp::Restore(target, reply) => {
+                let _ = reply.send(self.restore(target).await);
+            }
+            AdminOp::Compact(reply) => {
+                let done = if self.commit().await {
+                    self.compact().await;
+                    Ok(())
+                } else {
+                    Err(RoomError::StoreFailing)
+                };
+                let _ = reply.send(done);
+            }
+        }
     }
 
     /// Merges the values first: if the store fails they are undone and nothing changed.
-    async fn import(&mut self, file: SnapshotFile) -> AdminResult {
-        let update =
-            Update::decode_v1(&file.update).map_err(|e| format!("not a valid Yjs update: {e}"))?;
+    async fn import(&mut self, file: SnapshotFile) -> Result<Merged, RoomError> {
+        let update = Update::decode_v1(&file.update)
+            .map_err(|e| RoomError::Invalid(format!("not a valid Yjs update: {e}")))?;
         let values = self
             .merge_values(stored_values::updates(file.values), true)
             .await?;
@@ -107,15 +129,14 @@ impl Room {
             .await;
         let document = self.core.doc.transact().state_vector() != before;
         if document && !self.commit().await {
-            return Err(
-                "imported, but the store is failing: the change is held and retried".into(),
-            );
+            return Err(RoomError::Held("imported"));
         }
-        Ok(AdminReply::Merged { document, values })
+        Ok(Merged { document, values })
     }
 
-    async fn restore(&mut self, target: RestoreTarget) -> AdminResult {
-        let target_doc = docs::doc_from_update(&target.update).map_err(|e| e.to_string())?;
+    async fn restore(&mut self, target: RestoreTarget) -> Result<Merged, RoomError> {
+        let target_doc =
+            docs::doc_from_update(&target.update).map_err(|e| RoomError::Invalid(e.to_string()))?;
         let values = match target.values {
             Ok(past) => {
                 let (updates, mut notes) =
@@ -132,7 +153,7 @@ impl Room {
             Err(_) => ValuesOutcome::default(),
         };
         let Some(edit) = docs::restore_edit(&self.core.doc, &target_doc) else {
-            return Ok(AdminReply::Merged {
+            return Ok(Merged {
                 document: false,
                 values,
             });
@@ -140,11 +161,9 @@ impl Room {
         info!(bytes = edit.len(), "restoring with a forward edit");
         self.core.record(Bytes::from(edit), Vec::new());
         if !self.commit().await && self.core.strict() {
-            return Err(
-                "restored in memory, but the store is failing: the edit is held and retried".into(),
-            );
+            return Err(RoomError::Held("restored in memory"));
         }
-        Ok(AdminReply::Merged {
+        Ok(Merged {
             document: true,
             values,
         })
@@ -158,7 +177,7 @@ impl Room {
         &mut self,
         updates: Vec<plait_crdt::Update>,
         observe: bool,
-    ) -> Result<ValuesOutcome, String> {
+    ) -> Result<ValuesOutcome, RoomError> {
         let hlc = &mut self.core.hlc;
         let (outcome, before) =
             stored_values::merge_updates(&mut self.core.values, updates, |values, update| {
@@ -179,7 +198,7 @@ impl Room {
                 self.core.values.restore(&name, value);
                 self.core.dirty_values.remove(&name);
             }
-            return Err("the store is failing: nothing was changed; try again later".into());
+            return Err(RoomError::StoreFailing);
         }
         for name in &outcome.changed {
             if let Some(value) = self.core.values.get(name) {
