@@ -171,10 +171,10 @@ async fn sigkill_of_either_cluster_process_loses_nothing() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let urls = [
-            servers[0].url("cluster-crash"),
-            servers[1].url("cluster-crash"),
-        ];
+        // A room per cycle keeps cycles equally fast; each still sees hundreds of updates, so
+        // dozens of compactions by both processes.
+        let room = format!("cluster-crash-{cycle}");
+        let urls = [servers[0].url(&room), servers[1].url(&room)];
         let observers = [
             TestClient::connect(&urls[0]).await,
             TestClient::connect(&urls[1]).await,
@@ -200,7 +200,7 @@ async fn sigkill_of_either_cluster_process_loses_nothing() {
         drop(observers);
         // A process that never had the room loaded reads it from the store alone.
         let fresh_process = binary::Server::start(&db, &args).await;
-        let fresh = TestClient::connect(&fresh_process.url("cluster-crash")).await;
+        let fresh = TestClient::connect(&fresh_process.url(&room)).await;
         let stored = fresh.doc.transact().state_vector();
         if !covers(&stored, &seen) {
             lost_cycles += 1;

@@ -33,7 +33,7 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::access::guard_room_api(
-            crate::values_api::routes(),
+            crate::values_api::routes().merge(crate::documents_api::routes()),
             &shared,
         ))
         .merge(crate::admin::routes())

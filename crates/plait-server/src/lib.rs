@@ -28,6 +28,7 @@ pub mod config;
 mod conn;
 mod connection;
 pub mod docs;
+mod documents_api;
 mod http;
 mod hub;
 mod kick;

@@ -11,7 +11,8 @@ use plait_store::{Snapshot, SnapshotKind};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use yrs::updates::decoder::Decode;
-use yrs::{ReadTxn, Transact, Update};
+use yrs::updates::encoder::Encode;
+use yrs::{ReadTxn, StateVector, Transact, Update};
 
 use super::{deadline, values_frame, Room, ADMIN_CONN, COMMIT_TIMEOUT};
 use crate::config::Durability;
@@ -35,6 +36,35 @@ pub(crate) enum AdminOp {
     Restore(RestoreTarget, Reply<Merged>),
     /// Merge the log into a snapshot now.
     Compact(Reply<()>),
+    /// The document as JSON, with its seq and state vector (the REST API's read).
+    Read(Reply<DocumentView>),
+    /// What a state vector lacks, as one Yjs v1 update (everything for an empty one).
+    Diff(StateVector, Reply<Vec<u8>>),
+    /// A Yjs v1 update from a backend, validated by the caller: applied like a client's edit,
+    /// answered once stored (strict durability).
+    Apply(Update, Bytes, Reply<Written>),
+}
+
+/// A room's document for the REST API.
+#[derive(Debug)]
+pub(crate) struct DocumentView {
+    /// Every root type as JSON.
+    pub(crate) content: serde_json::Value,
+    /// The last seq whose update the document holds.
+    pub(crate) seq: u64,
+    /// The document's state vector, v1 encoding.
+    pub(crate) state_vector: Vec<u8>,
+    /// Whether anything was ever written to the room.
+    pub(crate) written: bool,
+}
+
+/// Where the room stands after a backend's write.
+#[derive(Debug)]
+pub(crate) struct Written {
+    /// Whether the update added anything the document lacked.
+    pub(crate) changed: bool,
+    pub(crate) seq: u64,
+    pub(crate) state_vector: Vec<u8>,
 }
 
 /// Where a room sends the answer to an [`AdminOp`].
@@ -105,6 +135,28 @@ impl Room {
             AdminOp::Restore(target, reply) => {
                 let _ = reply.send(self.restore(target).await);
             }
+            AdminOp::Read(reply) => {
+                let _ = reply.send(if unstored {
+                    Err(RoomError::Unstored)
+                } else {
+                    Ok(DocumentView {
+                        content: docs::to_json(&self.core.doc),
+                        seq: self.core.last_seq,
+                        state_vector: self.core.doc.transact().state_vector().encode_v1(),
+                        written: self.core.last_seq > 0,
+                    })
+                });
+            }
+            AdminOp::Diff(sv, reply) => {
+                let _ = reply.send(if unstored {
+                    Err(RoomError::Unstored)
+                } else {
+                    Ok(self.core.doc.transact().encode_state_as_update_v1(&sv))
+                });
+            }
+            AdminOp::Apply(update, raw, reply) => {
+                let _ = reply.send(self.apply_backend_update(update, raw).await);
+            }
             AdminOp::Compact(reply) => {
                 let done = if self.commit().await {
                     self.compact().await;
@@ -132,6 +184,26 @@ impl Room {
             return Err(RoomError::Held("imported"));
         }
         Ok(Merged { document, values })
+    }
+
+    /// A backend's update, applied like a client's (the same admission rules, no echo to
+    /// anyone but the members) and stored before the answer.
+    async fn apply_backend_update(
+        &mut self,
+        update: Update,
+        raw: Bytes,
+    ) -> Result<Written, RoomError> {
+        let before = self.core.doc.transact().state_vector();
+        self.apply_updates(vec![(ADMIN_CONN, update, raw)]).await;
+        let changed = self.core.doc.transact().state_vector() != before;
+        if changed && !self.commit().await {
+            return Err(RoomError::Held("applied"));
+        }
+        Ok(Written {
+            changed,
+            seq: self.core.last_seq,
+            state_vector: self.core.doc.transact().state_vector().encode_v1(),
+        })
     }
 
     async fn restore(&mut self, target: RestoreTarget) -> Result<Merged, RoomError> {

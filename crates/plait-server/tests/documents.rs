@@ -1,0 +1,225 @@
+//! The document REST API (issue 16): a backend reads a room as JSON or as a Yjs update, and
+//! writes Yjs updates that connected clients receive once stored.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use plait_server::auth::{issue_hs256, now_secs, Claims, Right};
+use plait_store::MemoryStore;
+use support::{TestClient, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
+
+/// One HTTP/1.1 request with a raw body; returns the status and the raw response body.
+async fn request(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = response[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        rest = &rest[line_end + 2 + size + 2..];
+    }
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {:?}", String::from_utf8_lossy(body)))
+}
+
+#[tokio::test]
+async fn a_backend_reads_and_writes_a_room() {
+    let server = TestServer::start().await;
+    let client = TestClient::connect(&server.url("notes")).await;
+    let observer = TestClient::connect(&server.url("notes")).await;
+    client.insert(0, "hello");
+    observer.wait_text("hello").await;
+
+    let (status, body) = request(&server, "GET", "/api/rooms/notes", None, b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let view = json(&body);
+    assert_eq!(view["content"]["t"], "hello");
+    assert_eq!(view["seq"], 1);
+    let sv = STANDARD
+        .decode(view["state_vector"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(sv, client.doc.transact().state_vector().encode_v1());
+
+    // The whole document as an update a fresh Yjs document loads.
+    let (status, whole) = request(&server, "GET", "/api/rooms/notes/update", None, b"").await;
+    assert_eq!(status, 200);
+    let fresh = Doc::new();
+    fresh
+        .transact_mut()
+        .apply_update(Update::decode_v1(&whole).unwrap())
+        .unwrap();
+    let text = fresh.get_or_insert_text("t");
+    assert_eq!(text.get_string(&fresh.transact()), "hello");
+
+    // A backend's write, made with its own copy: stored, answered, and received by the client.
+    let edit = {
+        let mut txn = fresh.transact_mut();
+        text.insert(&mut txn, 5, " world");
+        txn.encode_update_v1()
+    };
+    let (status, body) = request(&server, "POST", "/api/rooms/notes/update", None, &edit).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = json(&body);
+    assert_eq!(answer["changed"], true);
+    assert_eq!(answer["seq"], 2);
+    observer.wait_text("hello world").await;
+
+    // Only what a state vector lacks.
+    let sv = URL_SAFE_NO_PAD.encode(client.doc.transact().state_vector().encode_v1());
+    let (status, diff) = request(
+        &server,
+        "GET",
+        &format!("/api/rooms/notes/update?sv={sv}"),
+        None,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        diff.len() < whole.len(),
+        "the diff is not smaller than the whole"
+    );
+    let old = Doc::new();
+    old.transact_mut()
+        .apply_update(Update::decode_v1(&whole).unwrap())
+        .unwrap();
+    let (_, since_old) = request(
+        &server,
+        "GET",
+        &format!(
+            "/api/rooms/notes/update?sv={}",
+            URL_SAFE_NO_PAD.encode(old.transact().state_vector().encode_v1())
+        ),
+        None,
+        b"",
+    )
+    .await;
+    old.transact_mut()
+        .apply_update(Update::decode_v1(&since_old).unwrap())
+        .unwrap();
+    assert_eq!(
+        old.get_or_insert_text("t").get_string(&old.transact()),
+        "hello world"
+    );
+    // The write is part of the document the API reads.
+    let (_, body) = request(&server, "GET", "/api/rooms/notes", None, b"").await;
+    assert_eq!(json(&body)["content"]["t"], "hello world");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_stores_nothing() {
+    let server = TestServer::start().await;
+    let (status, body) = request(&server, "GET", "/api/rooms/never", None, b"").await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    for garbage in [
+        &b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f"[..],
+        b"not an update",
+        b"",
+    ] {
+        let (status, body) = request(&server, "POST", "/api/rooms/bad/update", None, garbage).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    }
+    let (status, _) = request(&server, "GET", "/api/rooms/bad", None, b"").await;
+    assert_eq!(status, 404, "a refused write created the room");
+    let (status, _) = request(&server, "GET", "/api/rooms/bad/update?sv=%%%", None, b"").await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+fn token(room: &str, right: Right) -> String {
+    let claims = Claims {
+        exp: now_secs() + 600,
+        iat: Some(now_secs()),
+        rooms: vec![room.to_owned()],
+        right,
+        user: None,
+    };
+    issue_hs256(SECRET, &claims).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_give_read_and_write_rights() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.auth_secret = Some(SECRET.into());
+    })
+    .await;
+    let edit = {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("t");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "x");
+        txn.encode_update_v1()
+    };
+    let read = token("r", Right::Read);
+    let write = token("r", Right::Write);
+    let other = token("elsewhere", Right::Write);
+    let path = "/api/rooms/r/update";
+    assert_eq!(request(&server, "POST", path, None, &edit).await.0, 401);
+    assert_eq!(
+        request(&server, "POST", path, Some(&read), &edit).await.0,
+        403
+    );
+    assert_eq!(
+        request(&server, "POST", path, Some(&other), &edit).await.0,
+        403
+    );
+    assert_eq!(
+        request(&server, "POST", path, Some(&write), &edit).await.0,
+        200
+    );
+    assert_eq!(
+        request(&server, "GET", "/api/rooms/r", None, b"").await.0,
+        401
+    );
+    let (status, body) = request(&server, "GET", "/api/rooms/r", Some(&read), b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["content"]["t"], "x");
+    server.stop().await;
+}
