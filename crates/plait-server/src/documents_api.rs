@@ -12,7 +12,14 @@
 //!   answered `{"changed", "seq", "state_vector"}`. Bytes that are no valid update: 400, nothing
 //!   stored.
 //!
-//! Every request goes through the room's actor, so nothing unstored is ever read (503 while the
+//! - `GET /api/rooms/{room}/changes?since=SEQ` (or the `Last-Event-ID` header): Server-Sent
+//!   Events, one per stored update after `SEQ`, in seq order, with `id` = its seq and `data` =
+//!   `{"room", "seq_from", "seq_to", "update" (base64)}`. Read from the store, so it is
+//!   ordered and gap-free across processes and restarts: a consumer that reconnects to any
+//!   process with its last id misses nothing. When compaction removed rows it asks for, it gets
+//!   one event with the whole document and `"reset": true` instead.
+//!
+//! Reads and writes go through the room's actor, so nothing unstored is ever read (503 while the
 //! store fails and the room holds unstored edits).
 
 use std::sync::Arc;
@@ -20,6 +27,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,7 +37,9 @@ use plait_protocol::message::encode_update;
 use plait_protocol::{Message, SyncMessage};
 use serde::Deserialize;
 use serde_json::json;
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::warn;
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
@@ -39,10 +49,13 @@ use crate::Shared;
 
 /// The document routes, to merge into the router behind the room API's token guard.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/api/rooms/{room}", get(read)).route(
-        "/api/rooms/{room}/update",
-        get(read_update).post(write_update),
-    )
+    Router::new()
+        .route("/api/rooms/{room}", get(read))
+        .route(
+            "/api/rooms/{room}/update",
+            get(read_update).post(write_update),
+        )
+        .route("/api/rooms/{room}/changes", get(changes))
 }
 
 /// A failure at this edge, rendered as `{"error": "..."}`.
@@ -179,4 +192,148 @@ async fn write_update(
         "state_vector": STANDARD.encode(&written.state_vector),
     }))
     .into_response())
+}
+
+/// How often a change feed asks the store for updates after its last seq.
+const FEED_POLL: Duration = Duration::from_millis(250);
+/// Empty polls between two checks that compaction did not remove rows the feed still needs.
+const FEED_COMPACTION_CHECK: u32 = 8;
+
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    since: Option<u64>,
+}
+
+/// Where a change feed stands.
+struct Feed {
+    shared: Arc<Shared>,
+    room: String,
+    /// The seq of the last update sent.
+    since: u64,
+    /// Events read from the store and not yet sent, oldest first.
+    ready: std::collections::VecDeque<Event>,
+    empty_polls: u32,
+    /// Whether the stored room was checked for compacted rows since `since` was given.
+    checked: bool,
+}
+
+impl Feed {
+    /// The next event, waiting for the store to have one.
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return event;
+            }
+            if let Err(e) = self.poll().await {
+                warn!(room = %self.room, error = %e, "change feed: store read failed; retrying");
+            }
+            if self.ready.is_empty() {
+                tokio::time::sleep(FEED_POLL).await;
+            }
+        }
+    }
+
+    fn event(&self, seq_to: u64, data: serde_json::Value) -> Event {
+        Event::default()
+            .id(seq_to.to_string())
+            .data(data.to_string())
+    }
+
+    async fn poll(&mut self) -> Result<(), plait_store::Error> {
+        let rows = self
+            .shared
+            .store
+            .load_updates_until(&self.room, self.since, i64::MAX)
+            .await?;
+        let gap = rows.first().is_some_and(|r| r.seq > self.since + 1);
+        if rows.is_empty() && self.checked {
+            self.empty_polls += 1;
+            if self.empty_polls < FEED_COMPACTION_CHECK {
+                return Ok(());
+            }
+        }
+        self.empty_polls = 0;
+        if gap || rows.is_empty() {
+            // Rows after `since` were merged into a snapshot, or (no rows at all) may have
+            // been: the stored room says which.
+            self.checked = true;
+            let stored = self.shared.store.load_room(&self.room).await?;
+            let compacted = stored
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.up_to_seq > self.since);
+            if compacted {
+                let (doc, _) = crate::docs::doc_from_stored(&stored);
+                let update = crate::docs::encode_state(&doc);
+                let event = self.event(
+                    stored.last_seq,
+                    json!({
+                        "room": self.room,
+                        "seq_from": self.since + 1,
+                        "seq_to": stored.last_seq,
+                        "update": STANDARD.encode(update),
+                        "reset": true,
+                    }),
+                );
+                self.ready.push_back(event);
+                self.since = stored.last_seq;
+                return Ok(());
+            }
+            if rows.is_empty() {
+                return Ok(());
+            }
+        }
+        self.checked = true;
+        for row in rows {
+            let event = self.event(
+                row.seq,
+                json!({
+                    "room": self.room,
+                    "seq_from": row.seq,
+                    "seq_to": row.seq,
+                    "update": STANDARD.encode(&row.data),
+                }),
+            );
+            self.ready.push_back(event);
+            self.since = row.seq;
+        }
+        Ok(())
+    }
+}
+
+async fn changes(
+    State(shared): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    Query(q): Query<ChangesQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, DocError> {
+    if let Err(e) = check_room_name(&room, shared.max_room_name_bytes) {
+        let (status, reason) = e.status();
+        return Err(DocError(status, reason.to_owned()));
+    }
+    // A reconnecting EventSource sends the id of the last event it got.
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| bad_request("Last-Event-ID must be a seq"))
+        })
+        .transpose()?;
+    let feed = Feed {
+        shared,
+        room,
+        since: last_id.or(q.since).unwrap_or(0),
+        ready: std::collections::VecDeque::new(),
+        empty_polls: 0,
+        checked: false,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await;
+        Some((Ok::<_, std::convert::Infallible>(event), feed))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
