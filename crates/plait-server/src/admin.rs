@@ -31,7 +31,7 @@ pub const NOTE_HEADER: &str = "x-plait-note";
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/admin/rooms", get(list_rooms))
-        .route("/api/admin/rooms/{room}", get(inspect))
+        .route("/api/admin/rooms/{room}", get(inspect).delete(delete_room))
         .route("/api/admin/rooms/{room}/export", get(export))
         .route("/api/admin/rooms/{room}/import", post(import))
         .route("/api/admin/rooms/{room}/history", get(history))
@@ -322,6 +322,18 @@ async fn restore(
     let mut answer = merged_json(&merged);
     answer["restored_point_ms"] = json!(point);
     Ok(Json(answer).into_response())
+}
+
+/// Deletes the room: its connections are closed with 4404 (do not reconnect), everything
+/// stored of it is removed (restore points too), and a later connection starts it empty.
+async fn delete_room(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Response, AdminError> {
+    authorize(&shared, &headers)?;
+    let existed = ask(&shared, &room, AdminOp::Delete).await?;
+    Ok(Json(json!({ "deleted": existed })).into_response())
 }
 
 async fn compact(

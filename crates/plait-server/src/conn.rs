@@ -29,6 +29,11 @@ impl Close {
         code: 1007,
         reason: "update could not be applied",
     };
+    /// The room was deleted: permanent (a client should not reconnect to it).
+    pub(crate) const DELETED: Close = Close {
+        code: 4404,
+        reason: "document deleted: do not reconnect",
+    };
     /// Transient on purpose: a client that reconnected before the server noticed its old
     /// socket was dead retries, and gets in once the old session's presence goes stale.
     pub(crate) const CLIENT_ID_IN_USE: Close = Close {

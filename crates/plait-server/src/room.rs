@@ -323,6 +323,8 @@ pub(crate) struct Room {
     last_history: Instant,
     /// The room's side of the cluster bus (`--redis`); `None` for a single process.
     cluster: Option<cluster::Cluster>,
+    /// The room was deleted: the serve loop unloads it after the batch.
+    deleted: bool,
 }
 
 impl std::fmt::Debug for Room {
@@ -416,6 +418,7 @@ impl Room {
             last_flush: Instant::now(),
             last_history: Instant::now(),
             cluster: None,
+            deleted: false,
             shared,
         }
     }
@@ -450,6 +453,11 @@ impl Room {
                     let evict = self.handle_batch(&mut batch).await;
                     if batch.capacity() > BATCH_KEPT {
                         batch = Vec::new();
+                    }
+                    if self.deleted {
+                        self.publish_outgoing();
+                        self.unload(rx).await;
+                        return;
                     }
                     if evict && self.try_unload(rx).await {
                         return;
@@ -753,6 +761,13 @@ impl Room {
         };
         // The state a room is left in is a restore point too (the same encoding, if any).
         self.history_tick(Instant::now(), true, compacted).await;
+        self.unload(rx).await;
+        true
+    }
+
+    /// Leaves the registry and refuses what is still queued: joins among it retry, and load a
+    /// fresh instance.
+    async fn unload(&mut self, rx: &mut mpsc::Receiver<RoomCmd>) {
         self.shared.hub.remove(&self.name, self.id);
         rx.close();
         while let Some(cmd) = rx.recv().await {
@@ -760,7 +775,6 @@ impl Room {
             drop(cmd);
         }
         info!("room unloaded");
-        true
     }
 
     async fn shut_down(&mut self) {

@@ -321,3 +321,43 @@ async fn the_change_feed_resumes_and_resets_after_compaction() {
     );
     server.stop().await;
 }
+
+/// Deleting a room: its clients are closed with 4404, nothing of it stays stored (restore
+/// points included), and the next connection starts it empty.
+#[tokio::test]
+async fn an_admin_deletes_a_room() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.admin_token = Some("admin".into());
+        c.history_interval_ms = 1;
+    })
+    .await;
+    let writer = TestClient::connect(&server.url("doomed")).await;
+    let observer = TestClient::connect(&server.url("doomed")).await;
+    writer.insert(0, "secret");
+    observer.wait_text("secret").await;
+    let path = "/api/admin/rooms/doomed";
+    assert_eq!(request(&server, "DELETE", path, None, b"").await.0, 401);
+    let (status, body) = request(&server, "DELETE", path, Some("admin"), b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["deleted"], true);
+    assert_eq!(writer.wait_closed().await.0, 4404);
+    assert_eq!(observer.wait_closed().await.0, 4404);
+    assert_eq!(
+        request(&server, "GET", "/api/rooms/doomed", None, b"")
+            .await
+            .0,
+        404
+    );
+    let (_, history) = request(
+        &server,
+        "GET",
+        "/api/admin/rooms/doomed/history",
+        Some("admin"),
+        b"",
+    )
+    .await;
+    assert_eq!(json(&history), serde_json::json!([]));
+    let fresh = TestClient::connect(&server.url("doomed")).await;
+    assert_eq!(fresh.text(), "");
+    server.stop().await;
+}

@@ -798,6 +798,9 @@ impl Store for StuckValues {
     ) -> Result<Vec<plait_store::StoredValue>, plait_store::Error> {
         std::future::pending().await
     }
+    async fn delete_room(&self, room: &str) -> Result<bool, plait_store::Error> {
+        self.0.delete_room(room).await
+    }
     async fn list_rooms(&self) -> Result<Vec<plait_store::RoomSummary>, plait_store::Error> {
         self.0.list_rooms().await
     }

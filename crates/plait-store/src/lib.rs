@@ -201,6 +201,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         merge: &MergeValue,
     ) -> Result<Vec<StoredValue>, Error>;
 
+    /// Deletes everything stored of `room` in one transaction: its log, every snapshot (restore
+    /// points included) and its values. Returns whether anything was stored. A later append
+    /// starts the room again at seq 1.
+    async fn delete_room(&self, room: &str) -> Result<bool, Error>;
+
     /// Lists every stored room.
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error>;
 

@@ -175,6 +175,10 @@ impl Store for MemoryStore {
         Ok(written)
     }
 
+    async fn delete_room(&self, room: &str) -> Result<bool, Error> {
+        Ok(self.rooms().remove(room).is_some())
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         Ok(self
             .rooms()

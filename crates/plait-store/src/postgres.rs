@@ -352,6 +352,26 @@ impl Store for PgStore {
         Ok(written)
     }
 
+    async fn delete_room(&self, room: &str) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
+        for table in ["updates", "snapshots", "crdt_values"] {
+            let sql = format!("DELETE FROM {table} WHERE room = $1");
+            deleted += sqlx::query(&sql)
+                .bind(room)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        deleted += sqlx::query("DELETE FROM rooms WHERE name = $1")
+            .bind(room)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.name, r.last_seq, r.updated_at_ms, \

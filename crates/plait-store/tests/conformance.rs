@@ -464,3 +464,51 @@ async fn an_abandoned_load_leaves_no_open_transaction() {
         }
     }
 }
+
+#[tokio::test]
+async fn deleting_a_room_removes_everything_of_it_and_nothing_else() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        store
+            .append_updates("gone", &[b("1"), b("2")])
+            .await
+            .unwrap();
+        store.append_updates("kept", &[b("x")]).await.unwrap();
+        let snap = Snapshot {
+            up_to_seq: 1,
+            kind: SnapshotKind::History,
+            data: b("state"),
+            state_vector: b("sv"),
+            created_at_ms: 1,
+            values: None,
+        };
+        store.write_snapshot("gone", &snap).await.unwrap();
+        store
+            .put_values("gone", &[value("likes", "gcounter", "1")], &replace)
+            .await
+            .unwrap();
+        assert!(store.delete_room("gone").await.unwrap(), "{name}");
+        let loaded = store.load_room("gone").await.unwrap();
+        assert_eq!(loaded.last_seq, 0, "{name}");
+        assert!(
+            loaded.snapshot.is_none() && loaded.updates.is_empty(),
+            "{name}"
+        );
+        assert!(
+            store.list_snapshots("gone").await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(
+            store.load_values("gone").await.unwrap().is_empty(),
+            "{name}"
+        );
+        assert!(!store.delete_room("gone").await.unwrap(), "{name}");
+        // It starts again at seq 1; the other room is untouched.
+        assert_eq!(
+            store.append_updates("gone", &[b("new")]).await.unwrap(),
+            1,
+            "{name}"
+        );
+        assert_eq!(store.load_room("kept").await.unwrap().last_seq, 1, "{name}");
+    }
+}

@@ -36,6 +36,8 @@ pub(crate) enum AdminOp {
     Restore(RestoreTarget, Reply<Merged>),
     /// Merge the log into a snapshot now.
     Compact(Reply<()>),
+    /// Delete the room and everything stored of it; answers whether anything was stored.
+    Delete(Reply<bool>),
     /// The document as JSON, with its seq and state vector (the REST API's read).
     Read(Reply<DocumentView>),
     /// What a state vector lacks, as one Yjs v1 update (everything for an empty one).
@@ -157,6 +159,9 @@ impl Room {
             AdminOp::Apply(update, raw, reply) => {
                 let _ = reply.send(self.apply_backend_update(update, raw).await);
             }
+            AdminOp::Delete(reply) => {
+                let _ = reply.send(self.delete().await);
+            }
             AdminOp::Compact(reply) => {
                 let done = if self.commit().await {
                     self.compact().await;
@@ -184,6 +189,23 @@ impl Room {
             return Err(RoomError::Held("imported"));
         }
         Ok(Merged { document, values })
+    }
+
+    /// Deletes the room from the store, then drops what it holds in memory (edits not yet
+    /// stored included: they belong to the deleted document) and closes its connections with
+    /// 4404. The shell then unloads the room, so the next connection loads it empty.
+    async fn delete(&mut self) -> Result<bool, RoomError> {
+        // A write under way lands before the delete, not after it.
+        self.settle_commit().await;
+        let delete = self.shared.store.delete_room(&self.name);
+        let existed = deadline(COMMIT_TIMEOUT, delete).await.map_err(|e| {
+            warn!(error = %e, "deleting the room failed");
+            RoomError::StoreFailing
+        })?;
+        info!(existed, "room deleted");
+        self.core.delete();
+        self.deleted = true;
+        Ok(existed)
     }
 
     /// A backend's update, applied like a client's (the same admission rules, no echo to

@@ -238,6 +238,23 @@ impl RoomCore {
         self.adopt_stored(stored);
     }
 
+    /// The room was deleted from the store: forget its content, its values and what it held
+    /// for the store, and close every member with 4404.
+    pub(super) fn delete(&mut self) {
+        self.close_all(Close::DELETED);
+        self.ledger = Ledger::new(self.config.durability == Durability::Strict);
+        self.deferred_syncs.clear();
+        self.dirty_values.clear();
+        self.values = Values::default();
+        self.doc = Doc::new();
+        self.last_seq = 0;
+        self.log_updates = 0;
+        self.log_bytes = 0;
+        self.doc_bytes = 0;
+        self.doc_bytes_exact = true;
+        self.snapshot_bytes = 0;
+    }
+
     /// Removes every member for shutdown, telling each to go away; their awareness removals
     /// are queued for the bus (other processes would otherwise show them for 30 s).
     pub(super) fn close_all(&mut self, reason: Close) {
