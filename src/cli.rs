@@ -253,6 +253,28 @@ pub(crate) enum FileFormat {
     Yjs,
 }
 
+impl FileFormat {
+    /// The format a file's name asks for: what a Yjs user expects of `notes.ydoc` is the
+    /// update `Y.applyUpdate` loads. Another name gets the plait file, with a note saying so.
+    pub(crate) fn for_file(path: &std::path::Path) -> (FileFormat, Option<String>) {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("ydoc" | "yjs" | "bin") => (FileFormat::Yjs, None),
+            Some("plait") => (FileFormat::Plait, None),
+            _ => (
+                FileFormat::Plait,
+                Some(format!(
+                    "note: writing a plait snapshot file (document and values) to {}; name it .ydoc for a bare Yjs update, or pass --format",
+                    path.display()
+                )),
+            ),
+        }
+    }
+}
+
 impl From<FileFormat> for Format {
     fn from(f: FileFormat) -> Format {
         match f {

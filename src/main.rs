@@ -39,17 +39,19 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
-    /// Write a room to a file: its document and CRDT values as a plait snapshot file, or with
-    /// `--format yjs` the document alone as one Yjs v1 update (`Y.applyUpdate` loads it).
+    /// Write a room to a file: its document and CRDT values as a plait snapshot file, or the
+    /// document alone as one Yjs v1 update (`Y.applyUpdate` loads it). The file name picks
+    /// which: `.ydoc`, `.yjs` and `.bin` get the Yjs update, `.plait` and any other name the
+    /// plait file (with a note); `--format` overrides.
     Export {
         /// The room name.
         room: String,
         /// The file to write.
         #[arg(short, long)]
         output: PathBuf,
-        /// What to write.
-        #[arg(long, value_enum, default_value = "plait")]
-        format: cli::FileFormat,
+        /// What to write, whatever the file is called.
+        #[arg(long, value_enum)]
+        format: Option<cli::FileFormat>,
         #[command(flatten)]
         target: cli::Target,
     },
@@ -144,6 +146,16 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
                 format,
                 target,
             } => {
+                let format = match format {
+                    Some(format) => format,
+                    None => {
+                        let (format, note) = cli::FileFormat::for_file(&output);
+                        if let Some(note) = note {
+                            eprintln!("{note}");
+                        }
+                        format
+                    }
+                };
                 let done = cli::export(&target, &room, &output, format, None).await?;
                 for line in done.describe(&output, format) {
                     eprintln!("{line}");

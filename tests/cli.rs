@@ -372,6 +372,17 @@ async fn values_travel_with_export_import_and_restore() {
     let bare_bytes = std::fs::read(&bare).unwrap();
     assert!(!plait_server::snapshot_file::is_snapshot_file(&bare_bytes));
     plait_server::docs::doc_from_update(&bare_bytes).unwrap();
+    // Without --format the file name picks: .ydoc is what Y.applyUpdate loads; another name
+    // gets the plait file, with a note.
+    let by_name = path("by-name.ydoc");
+    plait(&["export", "vals", "-o", &arg(&by_name)], &env);
+    assert!(!plait_server::snapshot_file::is_snapshot_file(
+        &std::fs::read(&by_name).unwrap()
+    ));
+    let other = path("by-name.dat");
+    let err = stderr(&plait(&["export", "vals", "-o", &arg(&other)], &env));
+    assert!(err.contains("name it .ydoc"), "{err}");
+    assert_eq!(file_values(&other), then);
 
     // Import twice: the values arrive once.
     let err = stderr(&plait(&["import", "copy", &arg(&file)], &env));

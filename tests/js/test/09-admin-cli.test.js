@@ -61,7 +61,7 @@ test('restore converges connected providers and merges an offline editor', { ski
     a.doc.getText('text').insert(0, 'the good version.')
     a.doc.getMap('meta').set('title', 'good')
     await waitFor(() => c.doc.getText('text').toString() === 'the good version.', { message: 'c to sync' })
-    const good = path.join(server.dir, 'good.ydoc')
+    const good = path.join(server.dir, 'good.plait')
     await cli(server, ['export', room, '-o', good])
 
     // c goes offline and edits; meanwhile a makes a mess online.
