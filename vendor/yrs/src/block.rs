@@ -12,7 +12,7 @@ use crate::undo::UndoStack;
 use crate::updates::decoder::{Decode, Decoder};
 use crate::updates::encoder::{Encode, Encoder};
 use crate::utils::OptionExt;
-use crate::{Any, Doc, IdSet, Options, Out, Transact};
+use crate::{Any, Doc, IdSet, Options, Out, Transact, WeakDoc};
 use serde::{Deserialize, Serialize};
 use smallstr::SmallString;
 use std::borrow::Cow;
@@ -868,7 +868,8 @@ impl Item {
                 self.mark_as_deleted();
             }
             ItemContent::Doc(parent_doc, doc) => {
-                *parent_doc = Some(txn.doc().clone());
+                // Weak: this item is owned by the parent's store (see `ItemContent::Doc`).
+                *parent_doc = Some(txn.doc().downgrade());
                 {
                     let mut child_txn = doc.transact_mut();
                     child_txn.store.parent = Some(self_ptr);
@@ -1750,7 +1751,11 @@ pub enum ItemContent {
     Deleted(u32),
 
     /// Sub-document container. Contains weak reference to a parent document and a child document.
-    Doc(Option<Doc>, Doc),
+    ///
+    /// The parent reference must stay weak: this content lives in the parent's own block store,
+    /// so a strong [Doc] here is a reference cycle and the parent document (with every block it
+    /// holds) is never freed once a sub-document has been integrated into it.
+    Doc(Option<WeakDoc>, Doc),
 
     /// Obsolete: collection of consecutively inserted stringified JSON values.
     JSON(Vec<String>),

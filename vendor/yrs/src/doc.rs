@@ -16,7 +16,7 @@ use crate::{
 use std::collections::HashMap;
 use std::convert::TryFrom;
 use std::fmt::Formatter;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// A Yrs document type. Documents are the most important units of collaborative resources management.
 /// All shared collections live within a scope of their corresponding documents. All updates are
@@ -422,6 +422,46 @@ impl Doc {
 
     pub(crate) fn addr(&self) -> DocAddr {
         DocAddr::new(&self)
+    }
+}
+
+/// A reference to a [Doc] that does not keep it alive: [WeakDoc::upgrade] returns the document
+/// while some [Doc] handle to it exists.
+///
+/// A sub-document's item (stored in its parent's block store) refers to the parent through one
+/// of these; a strong reference there would be a cycle that never frees the parent.
+#[repr(transparent)]
+#[derive(Debug, Clone)]
+pub struct WeakDoc(Weak<StoreInner>);
+
+// Same reasoning as for `Doc`: the store is only reached through its lock.
+unsafe impl Send for WeakDoc {}
+unsafe impl Sync for WeakDoc {}
+
+impl WeakDoc {
+    /// The document, if some [Doc] handle still keeps it alive.
+    pub fn upgrade(&self) -> Option<Doc> {
+        Some(Doc {
+            store: DocStore(self.0.upgrade()?),
+        })
+    }
+}
+
+/// Like [Doc]'s: documents with the same guid are equal (so `ItemContent` can keep deriving
+/// `PartialEq`); a document that is gone equals only itself.
+impl PartialEq for WeakDoc {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.upgrade(), other.upgrade()) {
+            (Some(a), Some(b)) => a == b,
+            _ => Weak::ptr_eq(&self.0, &other.0),
+        }
+    }
+}
+
+impl Doc {
+    /// A [WeakDoc] pointing to this document.
+    pub fn downgrade(&self) -> WeakDoc {
+        WeakDoc(Arc::downgrade(&self.store.0))
     }
 }
 
@@ -1431,6 +1471,39 @@ mod test {
         assert_eq!(r1, r2);
         assert_eq!(r2, r3);
         assert_eq!(r3, r1);
+    }
+
+    #[test]
+    fn parent_with_subdoc_is_freed() {
+        // A sub-document's item used to hold a strong `Doc` of its parent, inside the parent's
+        // own block store: a cycle that leaked the parent and everything it held.
+        let doc = Doc::new();
+        let map = doc.get_or_insert_map("m");
+        let sub = map.insert(&mut doc.transact_mut(), "k", Doc::new());
+        assert!(Doc::ptr_eq(&sub.parent_doc().unwrap(), &doc));
+        let weak = doc.downgrade();
+        drop(map);
+        drop(doc);
+        assert!(weak.upgrade().is_none(), "the parent document leaked");
+        // The surviving sub-document no longer points into the freed parent.
+        assert!(sub.parent_doc().is_none());
+        assert!(sub.branch_id().is_none());
+
+        // Same through decoding an update, as a server receiving one does.
+        let remote = Doc::new();
+        let update = {
+            let map = remote.get_or_insert_map("m");
+            let mut txn = remote.transact_mut();
+            map.insert(&mut txn, "k", Doc::new());
+            txn.encode_update_v1()
+        };
+        let doc = Doc::new();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        let weak = doc.downgrade();
+        drop(doc);
+        assert!(weak.upgrade().is_none(), "the parent document leaked");
     }
 
     #[test]

@@ -514,6 +514,19 @@ pub(crate) struct StoreInner {
     store: RwLock<Store>,
 }
 
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        // Each sub-document points back at its item in this store (`Store::parent`, a raw
+        // pointer). Now that a parent can be freed while a handle to one of its sub-documents
+        // lives on, detach them so they never dereference the freed item.
+        for subdoc in self.store.get_mut().subdocs.values() {
+            if let Some(mut store) = subdoc.store.try_write() {
+                store.parent = None;
+            }
+        }
+    }
+}
+
 #[repr(transparent)]
 pub struct SubdocsIter<'doc>(std::collections::hash_map::Values<'doc, DocAddr, Doc>);
 

@@ -14,6 +14,7 @@ use crate::updates::encoder::{Encode, Encoder, EncoderV1, EncoderV2};
 use crate::utils::OptionExt;
 use crate::{
     merge_updates_v1, merge_updates_v2, Any, ArrayRef, BranchID, Doc, IdSet, MapRef, Out, Snapshot,
+    WeakDoc,
     StateVector, TextRef, Transact, TransactionCleanupEvent, UpdateEvent, XmlElementRef,
     XmlFragmentRef, XmlTextRef,
 };
@@ -265,7 +266,7 @@ pub trait ReadTxn: Sized {
     fn parent_doc(&self) -> Option<Doc> {
         if let Some(item) = self.store().parent.as_deref() {
             if let ItemContent::Doc(parent_doc, _) = &item.content {
-                return parent_doc.clone();
+                return parent_doc.as_ref().and_then(WeakDoc::upgrade);
             }
         }
 
