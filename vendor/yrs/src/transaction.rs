@@ -14,8 +14,7 @@ use crate::updates::encoder::{Encode, Encoder, EncoderV1, EncoderV2};
 use crate::utils::OptionExt;
 use crate::{
     merge_updates_v1, merge_updates_v2, Any, ArrayRef, BranchID, Doc, IdSet, MapRef, Out, Snapshot,
-    WeakDoc,
-    StateVector, TextRef, Transact, TransactionCleanupEvent, UpdateEvent, XmlElementRef,
+    StateVector, TextRef, Transact, TransactionCleanupEvent, UpdateEvent, WeakDoc, XmlElementRef,
     XmlFragmentRef, XmlTextRef,
 };
 use async_lock::{RwLockReadGuard, RwLockWriteGuard};
