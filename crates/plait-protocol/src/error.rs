@@ -34,9 +34,6 @@ pub enum Error {
         /// The tag that was read.
         tag: u64,
     },
-    /// Valid in the format, but refused by this server (see the variant's text).
-    #[error("{0} is not supported")]
-    Unsupported(&'static str),
     /// A structure that the format forbids (an empty block, an empty frame).
     #[error("malformed {0}")]
     Malformed(&'static str),

@@ -113,10 +113,6 @@ fn block(r: &mut Reader<'_>, max_depth: usize) -> Result<u64, Error> {
             }
             return Ok(u64::from(len));
         }
-        // Subdocuments (content 9): yrs 0.28 leaks the document it builds while decoding one
-        // (found by fuzzing under LeakSanitizer), so a stream of them would grow memory
-        // without bound. y-websocket syncs no subdocuments anyway; refuse them.
-        _ if info & 0x0f == 9 => return Err(Error::Unsupported("subdocument content")),
         _ if info & 0x10 != 0 || !(1..=9).contains(&(info & 0x0f)) => {
             return Err(Error::UnknownTag {
                 what: "content",

@@ -499,3 +499,58 @@ async fn a_full_hub_unloads_an_idle_room_for_a_new_one() {
     drop(b);
     server.stop().await;
 }
+
+/// The guid of the subdocument under `key` in map "m", if there is one.
+fn subdoc_guid(doc: &Doc, key: &str) -> Option<String> {
+    use yrs::{Map, Out};
+    let map = doc.get_or_insert_map("m");
+    let value = map.get(&doc.transact(), key);
+    match value {
+        Some(Out::YDoc(sub)) => Some(sub.guid().to_string()),
+        _ => None,
+    }
+}
+
+/// Issue 14 item 4: an update holding a subdocument (a `Y.Doc` inside a `Y.Map`) was closed
+/// with 1007 and the client, reconnecting forever, never delivered its other edits. It is
+/// accepted, relayed, stored and loaded again after a restart.
+#[tokio::test]
+async fn subdocuments_are_relayed_stored_and_reloaded() {
+    use yrs::{Map, Options, Text};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let open = || support::sqlite_store(&path);
+    let server = TestServer::start_with(open().await, |_| {}).await;
+    let a = TestClient::connect(&server.url("s")).await;
+    let b = TestClient::connect(&server.url("s")).await;
+    let update = {
+        let map = a.doc.get_or_insert_map("m");
+        let text = a.doc.get_or_insert_text("t");
+        let mut txn = a.doc.transact_mut();
+        let sub = Doc::with_options(Options {
+            guid: "sub-1".into(),
+            ..Options::default()
+        });
+        map.insert(&mut txn, "doc", sub);
+        text.insert(&mut txn, 0, "beside it");
+        txn.encode_update_v1()
+    };
+    a.send(encode_update(&update));
+    // The edit made after the subdocument arrives too: the writer was not locked out.
+    a.insert(9, "!");
+    b.wait(
+        |_, d| subdoc_guid(d, "doc").as_deref() == Some("sub-1"),
+        "the subdocument relayed",
+    )
+    .await;
+    b.wait_text("beside it!").await;
+    let closed = a.seen.lock().unwrap().closed.clone();
+    assert_eq!(closed, None, "the writer was closed");
+    server.stop().await;
+
+    let server = TestServer::start_with(open().await, |_| {}).await;
+    let c = TestClient::connect(&server.url("s")).await;
+    assert_eq!(subdoc_guid(&c.doc, "doc").as_deref(), Some("sub-1"));
+    assert_eq!(c.text(), "beside it!");
+    server.stop().await;
+}
