@@ -23,6 +23,9 @@ pub(crate) struct TokenArgs {
     /// A user name, stamped into the holder's awareness state as verified.
     #[arg(long)]
     user: Option<String>,
+    /// A token id, which `POST /api/admin/revoke` with `{"jti": ID}` can take back.
+    #[arg(long)]
+    jti: Option<String>,
 }
 
 /// Prints the token and a newline to `out`.
@@ -37,6 +40,7 @@ pub(crate) fn run(args: TokenArgs, out: &mut impl Write) -> anyhow::Result<()> {
         rooms: args.room,
         right: args.right,
         user: args.user,
+        jti: args.jti,
     };
     let token = issue_hs256(&args.secret, &claims).context("signing the token")?;
     writeln!(out, "{token}").context("writing the token")?;

@@ -48,6 +48,9 @@ pub struct Claims {
     /// A display name, stamped into the connection's awareness state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The token's id, which an operator can revoke (`POST /api/admin/revoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -77,6 +80,7 @@ mod tests {
             rooms: vec!["notes".into(), "team-*".into()],
             right: Right::Read,
             user: None,
+            jti: None,
         };
         assert!(c.covers("notes"));
         assert!(c.covers("team-a/b"));

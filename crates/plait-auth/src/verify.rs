@@ -283,6 +283,7 @@ mod tests {
             rooms: rooms.iter().map(|s| (*s).to_owned()).collect(),
             right,
             user: Some("ann".into()),
+            jti: None,
         }
     }
 

@@ -14,9 +14,10 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use plait_protocol::message::encode_permission_denied;
 use plait_protocol::AwarenessEntry;
+use plait_store::Revocation;
 use tracing::info;
 
-use crate::auth::{self, AuthError, Authenticator, Right};
+use crate::auth::{self, AuthError, Authenticator, Claims, Right};
 use crate::config::Config;
 use crate::metrics as m;
 use crate::outbox::{CloseSignal, Outbox};
@@ -31,6 +32,11 @@ pub(crate) const PERMISSION_DENIED_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) const TOKEN_EXPIRED: Close = Close {
     code: 4401,
     reason: "token expired",
+};
+/// An administrator revoked the session's token (permanent: the same token is refused).
+pub(crate) const REVOKED: Close = Close {
+    code: 4401,
+    reason: "token revoked",
 };
 /// An administrator removed the session.
 pub(crate) const KICKED: Close = Close {
@@ -60,7 +66,42 @@ pub(crate) struct Access {
     /// Every live session, for the admin kick. Inserted when a socket task starts, removed by
     /// [`SessionGuard`] when it ends.
     sessions: DashMap<ConnId, Session>,
+    /// Revoked tokens, as last read from the store (`POST /api/admin/revoke`, and every
+    /// [`REVOCATIONS_POLL`] for other processes' revocations). A std lock: read per upgrade and
+    /// per API request, replaced whole, never held across an await.
+    revocations: std::sync::RwLock<Vec<Revocation>>,
     pub(crate) rates: Rates,
+}
+
+/// How often a process reads the revocations from the store: the longest a revocation made
+/// through another process takes to reach this one's sessions.
+pub(crate) const REVOCATIONS_POLL: Duration = Duration::from_secs(2);
+
+/// What of a token a revocation can name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenId {
+    pub(crate) user: Option<String>,
+    pub(crate) jti: Option<String>,
+    pub(crate) iat: Option<u64>,
+}
+
+impl TokenId {
+    fn of(claims: &Claims) -> Self {
+        TokenId {
+            user: claims.user.clone(),
+            jti: claims.jti.clone(),
+            iat: claims.iat,
+        }
+    }
+
+    /// Whether `r` covers this token. A token without `iat` counts as issued at 0: it cannot
+    /// show it came after an `issued_before`.
+    fn revoked_by(&self, r: &Revocation) -> bool {
+        r.user.is_some() && r.user == self.user
+            || r.jti.is_some() && r.jti == self.jti
+            || r.issued_before
+                .is_some_and(|before| self.iat.unwrap_or(0) < before)
+    }
 }
 
 /// The per-connection rate limits.
@@ -81,6 +122,7 @@ pub(crate) struct Rates {
 struct Session {
     room: Arc<str>,
     user: Option<String>,
+    token: TokenId,
     /// The connection's close channel (capacity 1; the first close wins).
     control: CloseSignal,
 }
@@ -94,6 +136,8 @@ pub(crate) struct Grant {
     /// When the session ends: the token's `exp` plus the leeway (seconds since the Unix
     /// epoch); `None` with auth off.
     pub(crate) expires_at: Option<u64>,
+    /// What a revocation can name of the token (nothing with auth off).
+    pub(crate) token: TokenId,
 }
 
 /// Why an upgrade was refused, as an HTTP response (the stock client backs off and retries).
@@ -175,6 +219,7 @@ impl Access {
             n_connections: AtomicUsize::new(0),
             per_ip: DashMap::new(),
             sessions: DashMap::new(),
+            revocations: std::sync::RwLock::new(Vec::new()),
             rates: Rates {
                 messages_per_sec: config.max_messages_per_sec as f64,
                 messages_burst: f64::from(config.max_messages_burst)
@@ -207,12 +252,18 @@ impl Access {
                 right: Right::Write,
                 user: None,
                 expires_at: None,
+                token: TokenId::default(),
             },
             Some(authenticator) => {
                 let token = auth::token_from_request(headers, uri);
                 match authenticator.authorize(token.as_deref(), room, Right::Read) {
+                    Ok(claims) if access.is_revoked(&claims) => {
+                        info!(path = %auth::redact_query(uri), "refused upgrade: token revoked");
+                        return Err(Refusal::Unauthenticated);
+                    }
                     Ok(claims) => Grant {
                         right: claims.right,
+                        token: TokenId::of(&claims),
                         user: claims.user,
                         expires_at: Some(claims.exp.saturating_add(authenticator.leeway_secs())),
                     },
@@ -260,6 +311,7 @@ impl Access {
             Session {
                 room: Arc::from(room),
                 user: grant.user.clone(),
+                token: grant.token.clone(),
                 control,
             },
         );
@@ -267,6 +319,27 @@ impl Access {
             shared: shared.clone(),
             conn,
         }
+    }
+
+    /// Whether a revocation covers the token of `claims`.
+    pub(crate) fn is_revoked(&self, claims: &Claims) -> bool {
+        let token = TokenId::of(claims);
+        let revocations = self.revocations.read().unwrap_or_else(|e| e.into_inner());
+        revocations.iter().any(|r| token.revoked_by(r))
+    }
+
+    /// Takes the revocations read from the store and closes (4401) every live session they
+    /// cover; returns how many it closed.
+    pub(crate) fn set_revocations(&self, revocations: Vec<Revocation>) -> usize {
+        let mut n = 0;
+        for s in self.sessions.iter() {
+            if !s.control.is_closed() && revocations.iter().any(|r| s.token.revoked_by(r)) {
+                s.control.close(REVOKED);
+                n += 1;
+            }
+        }
+        *self.revocations.write().unwrap_or_else(|e| e.into_inner()) = revocations;
+        n
     }
 
     /// Closes (4403) every session that `select` picks; returns how many.
@@ -323,6 +396,7 @@ async fn room_api_auth(
     };
     let token = auth::bearer(req.headers());
     match authenticator.authorize(token.as_deref(), &room, need) {
+        Ok(claims) if shared.access.is_revoked(&claims) => Refusal::Unauthenticated.into_response(),
         Ok(_) => next.run(req).await,
         Err(AuthError::Forbidden) => Refusal::Forbidden.into_response(),
         Err(_) => Refusal::Unauthenticated.into_response(),

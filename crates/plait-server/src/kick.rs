@@ -14,13 +14,15 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::{self, AuthError, Claims, Right};
 use crate::Shared;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
-    Router::new().route("/api/admin/kick", post(kick))
+    Router::new()
+        .route("/api/admin/kick", post(kick))
+        .route("/api/admin/revoke", post(revoke))
 }
 
 /// The body of a kick request.
@@ -116,4 +118,110 @@ async fn kick(
         "admin kick"
     );
     Json(json!({ "closed": closed })).into_response()
+}
+
+/// The body of a revocation: exactly one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    user: Option<String>,
+    jti: Option<String>,
+    /// Seconds since the Unix epoch: every token issued (`iat`) before it.
+    issued_before: Option<u64>,
+}
+
+/// `POST /api/admin/revoke` (the `--admin-token` only: a revocation reaches every room):
+/// recorded in the store, so it outlives restarts and reaches every process of a cluster
+/// (within [`crate::access::REVOCATIONS_POLL`]); the sessions it covers here are closed with
+/// 4401 at once, and such tokens are refused at the upgrade and on the room APIs from now on.
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match caller(&shared, &headers) {
+        Ok(Caller::Operator) => {}
+        Ok(Caller::Token(_)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "revoking needs the admin token (a revocation covers every room)",
+            )
+        }
+        Err((status, msg)) => return error(status, msg),
+    }
+    let req = match serde_json::from_slice::<RevokeRequest>(&body) {
+        Ok(req)
+            if usize::from(req.user.is_some())
+                + usize::from(req.jti.is_some())
+                + usize::from(req.issued_before.is_some())
+                == 1 =>
+        {
+            req
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                r#"send one of {"user": NAME}, {"jti": ID} or {"issued_before": UNIX_SECONDS}"#,
+            )
+        }
+    };
+    let revocation = plait_store::Revocation {
+        user: req.user,
+        jti: req.jti,
+        issued_before: req.issued_before,
+        created_at_ms: plait_store::now_ms(),
+    };
+    let stored = async {
+        shared.store.add_revocation(&revocation).await?;
+        shared.store.list_revocations().await
+    };
+    let all = match tokio::time::timeout(std::time::Duration::from_secs(5), stored).await {
+        Ok(Ok(all)) => all,
+        Ok(Err(e)) => {
+            warn!(error = %e, "storing a revocation failed");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store is failing: nothing was revoked; try again",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store did not answer: try again",
+            )
+        }
+    };
+    let closed = shared.access.set_revocations(all);
+    info!(?revocation, closed, "tokens revoked");
+    Json(json!({ "closed": closed })).into_response()
+}
+
+/// Reads the revocations from the store and closes the sessions they cover.
+pub(crate) async fn load_revocations(shared: &Shared) {
+    let read = tokio::time::timeout(
+        crate::access::REVOCATIONS_POLL,
+        shared.store.list_revocations(),
+    );
+    match read.await {
+        Ok(Ok(all)) => {
+            let closed = shared.access.set_revocations(all);
+            if closed > 0 {
+                info!(closed, "closed sessions whose tokens were revoked");
+            }
+        }
+        Ok(Err(e)) => warn!(error = %e, "reading revocations failed; retrying"),
+        Err(_) => warn!("reading revocations timed out; retrying"),
+    }
+}
+
+/// Reads the revocations every [`crate::access::REVOCATIONS_POLL`] (other processes'
+/// revocations), until shutdown.
+pub(crate) async fn follow_revocations(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(crate::access::REVOCATIONS_POLL) => {}
+            () = shared.shutdown.cancelled() => return,
+        }
+        load_revocations(&shared).await;
+    }
 }

@@ -192,6 +192,11 @@ pub async fn run(
         access,
         bus,
     });
+    if shared.access.auth.is_some() {
+        // Before the first upgrade: a restarted server refuses revoked tokens at once.
+        kick::load_revocations(&shared).await;
+        tokio::spawn(kick::follow_revocations(shared.clone()));
+    }
     let trigger = token.clone();
     tokio::spawn(async move {
         shutdown.await;

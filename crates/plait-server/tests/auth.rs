@@ -31,6 +31,7 @@ fn token(rooms: &[&str], right: Right, user: Option<&str>, ttl_secs: i64) -> Str
         rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
         right,
         user: user.map(str::to_owned),
+        jti: None,
     };
     issue_hs256(SECRET, &claims).unwrap()
 }
@@ -109,6 +110,7 @@ async fn auth_matrix() {
             rooms: vec!["*".into()],
             right: Right::Admin,
             user: None,
+            jti: None,
         };
         issue_hs256("another-secret-another-secret-another", &claims).unwrap()
     };
@@ -620,4 +622,92 @@ async fn flood_in_one_room_does_not_stop_another() {
     );
     assert_eq!(b2.text().len(), 100);
     server.stop().await;
+}
+
+fn token_with(user: &str, jti: Option<&str>, iat: u64) -> String {
+    let claims = Claims {
+        exp: now_secs() + 600,
+        iat: Some(iat),
+        rooms: vec!["*".into()],
+        right: Right::Write,
+        user: Some(user.into()),
+        jti: jti.map(str::to_owned),
+    };
+    issue_hs256(SECRET, &claims).unwrap()
+}
+
+/// Issue 16: revocation by user, by token id and by issue time. Covered sessions close with
+/// 4401 at once; the tokens are refused at the upgrade and on the room API; the revocation is
+/// in the store, so a second server on the same store applies it too (and would after a
+/// restart).
+#[tokio::test]
+async fn revoked_tokens_are_closed_and_refused_everywhere() {
+    let store = Arc::new(MemoryStore::default());
+    let start = |store: Arc<MemoryStore>| {
+        TestServer::start_with(store, |c| {
+            c.auth_secret = Some(SECRET.into());
+            c.admin_token = Some(ADMIN_TOKEN.into());
+        })
+    };
+    let server = start(store.clone()).await;
+    let other_process = start(store.clone()).await;
+    let now = now_secs();
+    let ann = token_with("ann", None, now);
+    let bob = token_with("bob", Some("bob-laptop"), now);
+    let old = token_with("cy", None, now - 3_600);
+    let fresh = token_with("cy", None, now);
+    let connect = |url: String, t: String| async move {
+        TestClient::connect_with_request(bearer(&url, &t)).await
+    };
+    let a = connect(server.url("r"), ann.clone()).await.unwrap();
+    let a_elsewhere = connect(other_process.url("r"), ann.clone()).await.unwrap();
+    let b = connect(server.url("r"), bob.clone()).await.unwrap();
+    let c_old = connect(server.url("r"), old.clone()).await.unwrap();
+    let c_fresh = connect(server.url("r"), fresh.clone()).await.unwrap();
+
+    // Only the operator may revoke, and a body names exactly one thing.
+    let addr = server.addr;
+    let revoke =
+        |body: &'static str, t: &'static str| post(addr, "/api/admin/revoke", Some(t), body);
+    assert_eq!(revoke(r#"{"user":"ann"}"#, "nope").await.0, 401);
+    assert_eq!(
+        revoke(r#"{"user":"ann","jti":"x"}"#, ADMIN_TOKEN).await.0,
+        400
+    );
+
+    let started = Instant::now();
+    let (status, body) = revoke(r#"{"user":"ann"}"#, ADMIN_TOKEN).await;
+    assert_eq!(
+        (status, body.contains(r#""closed":1"#)),
+        (200, true),
+        "{body}"
+    );
+    assert_eq!(a.wait_closed().await.0, 4401);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The other process reads it from the store within its poll.
+    assert_eq!(a_elsewhere.wait_closed().await.0, 4401);
+    assert!(connect(server.url("r"), ann.clone()).await.is_err());
+    assert!(connect(other_process.url("r"), ann.clone()).await.is_err());
+    let (status, _) = request(server.addr, "GET", "/api/rooms/r/values", Some(&ann), "").await;
+    assert_eq!(status, 401);
+
+    let (status, _) = revoke(r#"{"jti":"bob-laptop"}"#, ADMIN_TOKEN).await;
+    assert_eq!(status, 200);
+    assert_eq!(b.wait_closed().await.0, 4401);
+
+    let before = format!(r#"{{"issued_before":{}}}"#, now - 60);
+    let (status, _) = post(addr, "/api/admin/revoke", Some(ADMIN_TOKEN), &before).await;
+    assert_eq!(status, 200);
+    assert_eq!(c_old.wait_closed().await.0, 4401);
+    assert!(
+        c_fresh.is_open(),
+        "a token issued after the cut-off was closed"
+    );
+    assert!(connect(server.url("r"), fresh.clone()).await.is_ok());
+
+    // A restarted server refuses them from its first request.
+    server.stop().await;
+    let restarted = start(store.clone()).await;
+    assert!(connect(restarted.url("r"), ann).await.is_err());
+    assert!(connect(restarted.url("r"), fresh).await.is_ok());
 }

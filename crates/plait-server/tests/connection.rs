@@ -35,6 +35,7 @@ fn token(user: &str) -> String {
         rooms: vec!["*".into()],
         right: Right::Write,
         user: Some(user.into()),
+        jti: None,
     };
     issue_hs256(SECRET, &claims).unwrap()
 }

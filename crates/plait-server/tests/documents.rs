@@ -180,6 +180,7 @@ fn token(room: &str, right: Right) -> String {
         rooms: vec![room.to_owned()],
         right,
         user: None,
+        jti: None,
     };
     issue_hs256(SECRET, &claims).unwrap()
 }

@@ -801,6 +801,15 @@ impl Store for StuckValues {
     async fn delete_room(&self, room: &str) -> Result<bool, plait_store::Error> {
         self.0.delete_room(room).await
     }
+    async fn add_revocation(
+        &self,
+        revocation: &plait_store::Revocation,
+    ) -> Result<(), plait_store::Error> {
+        self.0.add_revocation(revocation).await
+    }
+    async fn list_revocations(&self) -> Result<Vec<plait_store::Revocation>, plait_store::Error> {
+        self.0.list_revocations().await
+    }
     async fn list_rooms(&self) -> Result<Vec<plait_store::RoomSummary>, plait_store::Error> {
         self.0.list_rooms().await
     }

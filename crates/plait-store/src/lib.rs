@@ -101,6 +101,20 @@ pub struct StoredRoom {
     pub last_seq: u64,
 }
 
+/// Tokens taken back by an operator: those of a user, the one with an id, or every token
+/// issued before a time. A revocation names one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Revocation {
+    /// Every token naming this user.
+    pub user: Option<String>,
+    /// The token with this `jti`.
+    pub jti: Option<String>,
+    /// Every token issued (`iat`) before this time, in seconds since the Unix epoch.
+    pub issued_before: Option<u64>,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
 /// A snapshot as listed by [`Store::list_snapshots`], without its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -208,6 +222,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Lists every stored room.
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error>;
+
+    /// Records a revocation (kept for good: revocations are few, and a token's expiry is
+    /// its own business).
+    async fn add_revocation(&self, revocation: &Revocation) -> Result<(), Error>;
+
+    /// Every revocation, oldest first.
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, Error>;
 
     /// Answers when the store can be reached (for readiness).
     async fn ping(&self) -> Result<(), Error>;

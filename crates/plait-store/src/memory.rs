@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, RoomSummary, Snapshot,
-    SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
+    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, Revocation, RoomSummary,
+    Snapshot, SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
 };
 
 #[derive(Debug, Default)]
@@ -25,6 +25,7 @@ struct Room {
 pub struct MemoryStore {
     /// A std mutex: every section is short and never awaits.
     rooms: Mutex<BTreeMap<String, Room>>,
+    revocations: Mutex<Vec<Revocation>>,
 }
 
 impl MemoryStore {
@@ -177,6 +178,22 @@ impl Store for MemoryStore {
 
     async fn delete_room(&self, room: &str) -> Result<bool, Error> {
         Ok(self.rooms().remove(room).is_some())
+    }
+
+    async fn add_revocation(&self, revocation: &Revocation) -> Result<(), Error> {
+        self.revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(revocation.clone());
+        Ok(())
+    }
+
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, Error> {
+        Ok(self
+            .revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

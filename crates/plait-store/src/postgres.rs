@@ -11,8 +11,8 @@ use sqlx::{PgPool, Row};
 use crate::group::{AppendRequest, GroupCommit, GroupWriter};
 use crate::rows::{self, to_u64};
 use crate::{
-    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, RoomSummary, Snapshot,
-    SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
+    in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, Revocation, RoomSummary,
+    Snapshot, SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
 };
 
 /// How long to wait for a pooled connection before an operation fails (and is retried by the
@@ -370,6 +370,43 @@ impl Store for PgStore {
             .rows_affected();
         tx.commit().await?;
         Ok(deleted > 0)
+    }
+
+    async fn add_revocation(&self, revocation: &Revocation) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO revocations (user_name, jti, issued_before, created_at_ms) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(revocation.user.as_deref())
+        .bind(revocation.jti.as_deref())
+        .bind(
+            revocation
+                .issued_before
+                .map(|t| t.min(i64::MAX as u64) as i64),
+        )
+        .bind(revocation.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_revocations(&self) -> Result<Vec<Revocation>, Error> {
+        let rows = sqlx::query(
+            "SELECT user_name, jti, issued_before, created_at_ms FROM revocations ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let before: Option<i64> = row.try_get("issued_before")?;
+                Ok(Revocation {
+                    user: row.try_get("user_name")?,
+                    jti: row.try_get("jti")?,
+                    issued_before: before.map(|t| to_u64(t, "revocation time")).transpose()?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

@@ -512,3 +512,28 @@ async fn deleting_a_room_removes_everything_of_it_and_nothing_else() {
         assert_eq!(store.load_room("kept").await.unwrap().last_seq, 1, "{name}");
     }
 }
+
+#[tokio::test]
+async fn revocations_are_kept_in_order() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        assert!(store.list_revocations().await.unwrap().is_empty(), "{name}");
+        let by_user = plait_store::Revocation {
+            user: Some("ann".into()),
+            created_at_ms: 1,
+            ..Default::default()
+        };
+        let by_time = plait_store::Revocation {
+            issued_before: Some(1_700_000_000),
+            created_at_ms: 2,
+            ..Default::default()
+        };
+        store.add_revocation(&by_user).await.unwrap();
+        store.add_revocation(&by_time).await.unwrap();
+        assert_eq!(
+            store.list_revocations().await.unwrap(),
+            vec![by_user, by_time],
+            "{name}"
+        );
+    }
+}

@@ -124,6 +124,7 @@ fn fixture() -> &'static Fixture {
             rooms: vec!["*".into()],
             right: Right::Read,
             user: None,
+            jti: None,
         };
         let mut header = Header::new(es.alg);
         header.kid = es.kid.map(str::to_owned);
@@ -373,6 +374,7 @@ fn amplified(data: &[u8]) {
             rooms: vec![pattern.clone(); n_rooms],
             right,
             user: None,
+            jti: None,
         },
         target,
     );
