@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use crate::{Error, LoggedUpdate, Snapshot, SnapshotKind, StoredValue};
+use crate::{Error, LoggedUpdate, Revocation, Snapshot, SnapshotKind, StoredValue};
 
 /// A stored integer that must not be negative.
 pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
@@ -44,6 +44,24 @@ where
     Ok(LoggedUpdate {
         seq: to_u64(row.try_get("seq")?, "update seq")?,
         data: Bytes::from(row.try_get::<Vec<u8>, _>("data")?),
+    })
+}
+
+/// A revocation from `user_name, jti, issued_before, created_at_ms` (the first three may be
+/// NULL).
+pub(crate) fn revocation<R>(row: &R) -> Result<Revocation, Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let before: Option<i64> = row.try_get("issued_before")?;
+    Ok(Revocation {
+        user: row.try_get("user_name")?,
+        jti: row.try_get("jti")?,
+        issued_before: before.map(|t| to_u64(t, "revocation time")).transpose()?,
+        created_at_ms: row.try_get("created_at_ms")?,
     })
 }
 

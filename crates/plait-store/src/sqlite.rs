@@ -388,22 +388,12 @@ impl Store for SqliteStore {
     }
 
     async fn list_revocations(&self) -> Result<Vec<Revocation>, Error> {
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT user_name, jti, issued_before, created_at_ms FROM revocations ORDER BY id",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let before: Option<i64> = row.try_get("issued_before")?;
-                Ok(Revocation {
-                    user: row.try_get("user_name")?,
-                    jti: row.try_get("jti")?,
-                    issued_before: before.map(|t| to_u64(t, "revocation time")).transpose()?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                })
-            })
-            .collect()
+        found.iter().map(rows::revocation).collect()
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

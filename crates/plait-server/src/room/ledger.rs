@@ -219,22 +219,7 @@ mod tests {
     //! - the counted bytes are the held bytes;
     //! - once the store heals and the room waits out its retry, everything is stored.
     use super::*;
-
-    /// A small, fixed PRNG (splitmix64), so a seed names one schedule on every machine.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::room::sim::Rng;
 
     /// An update and its frame carry the same number, so the checks can match them.
     fn update(n: u32) -> Bytes {

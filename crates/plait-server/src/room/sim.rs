@@ -35,8 +35,9 @@ use crate::config::{Config, Durability};
 use crate::conn::{Close, ConnId};
 use crate::outbox::{self, CloseSignal, OutboxRx};
 
-/// splitmix64: a seed names the same schedule on every machine.
-struct Rng(u64);
+/// splitmix64: a seed names the same schedule on every machine (the ledger's simulation uses
+/// it too).
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -46,7 +47,7 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -186,14 +187,8 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
             // the group commit drops an abandoned append).
             8 | 9 => {
                 if let Some(updates) = writing.take() {
-                    if healthy && rng.below(5) != 0 {
-                        log.extend(updates);
-                        core.commit_succeeded();
-                        core.last_seq = log.len() as u64;
-                        core.settled();
-                    } else {
-                        core.ledger.failed(now);
-                    }
+                    let ok = healthy && rng.below(5) != 0;
+                    finish_write(&mut core, &mut log, updates, ok, now);
                 }
             }
             // Clients read what was queued for them (slow ones rarely).
@@ -228,14 +223,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
             // settles first, then the document is rebuilt and the uncommitted re-applied.
             _ => {
                 if let Some(updates) = writing.take() {
-                    if healthy {
-                        log.extend(updates);
-                        core.commit_succeeded();
-                        core.last_seq = log.len() as u64;
-                        core.settled();
-                    } else {
-                        core.ledger.failed(now);
-                    }
+                    finish_write(&mut core, &mut log, updates, healthy, now);
                 }
                 core.load(StoredRoom {
                     snapshot: None,
@@ -298,10 +286,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
     let mut rounds = 0;
     loop {
         if let Some(updates) = writing.take() {
-            log.extend(updates);
-            core.commit_succeeded();
-            core.last_seq = log.len() as u64;
-            core.settled();
+            finish_write(&mut core, &mut log, updates, true, now);
         }
         now += Duration::from_secs(10);
         writing = core.ledger.start(now);
@@ -323,6 +308,25 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
                 "seed {seed}: member {conn} missed committed content"
             );
         }
+    }
+}
+
+/// The shell's end of a store write: the model store takes the updates (or not), and the core
+/// hears how it went.
+fn finish_write(
+    core: &mut RoomCore,
+    log: &mut Vec<Bytes>,
+    updates: Vec<Bytes>,
+    ok: bool,
+    now: Instant,
+) {
+    if ok {
+        log.extend(updates);
+        core.commit_succeeded();
+        core.last_seq = log.len() as u64;
+        core.settled();
+    } else {
+        core.ledger.failed(now);
     }
 }
 
