@@ -226,7 +226,7 @@ impl Access {
                     .max(f64::from(config.max_messages_per_sec)),
                 bytes_per_sec: config.max_bytes_per_sec as f64,
                 bytes_burst: (config.max_bytes_per_sec as f64)
-                    .max(config.max_message_bytes as f64 + 16.0),
+                    .max(config.message_limit_bytes() as f64 + 16.0),
                 awareness_per_sec: config.max_awareness_per_sec as f64,
                 handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
             },

@@ -87,9 +87,19 @@ pub struct Config {
     pub max_rooms: usize,
 
     /// Largest WebSocket message (and frame) accepted; larger ones close the connection with
-    /// code 1009.
-    #[arg(long, env = "PLAIT_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub max_message_bytes: usize,
+    /// code 1009. Default: --max-document-bytes plus 64 KiB, so every message an honest client
+    /// can send for a document within its cap (a large paste, an offline client's sync step
+    /// 2) is taken; memory is bounded by --max-inflight-bytes instead. A smaller value locks
+    /// out a client whose message passes it: it reconnects and resends it forever.
+    #[arg(long, env = "PLAIT_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+
+    /// Process-wide budget of large messages in flight: a message over 1 MiB takes its size
+    /// from it once read and gives it back when its room has applied it. While the budget is
+    /// spent its reader waits and reads nothing more from its socket (TCP pushes back on the
+    /// client); a message larger than the whole budget waits until it has it to itself.
+    #[arg(long, env = "PLAIT_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
 
     /// Largest document a room may grow to, in encoded bytes (its snapshot plus the updates
     /// since). An update that would pass it is refused: the sender gets a permission-denied
@@ -273,8 +283,11 @@ impl Config {
         if self.max_rooms == 0 {
             return Err("--max-rooms must be at least 1".into());
         }
-        if self.max_message_bytes < 1024 {
+        if self.max_message_bytes.is_some_and(|b| b < 1024) {
             return Err("--max-message-bytes must be at least 1024".into());
+        }
+        if self.max_inflight_bytes < 1024 * 1024 {
+            return Err("--max-inflight-bytes must be at least 1 MiB".into());
         }
         if self.max_document_bytes < 1024 {
             return Err("--max-document-bytes must be at least 1024".into());
@@ -323,6 +336,15 @@ impl Config {
         self.auth_secret.is_some() || self.auth_public_key_file.is_some()
     }
 
+    /// The largest message accepted: --max-message-bytes, or by default the document cap
+    /// plus [`MESSAGE_FRAMING_BYTES`].
+    pub fn message_limit_bytes(&self) -> usize {
+        self.max_message_bytes.unwrap_or(
+            self.max_document_bytes
+                .saturating_add(MESSAGE_FRAMING_BYTES),
+        )
+    }
+
     /// What each room actor needs.
     pub(crate) fn room(&self) -> RoomConfig {
         RoomConfig {
@@ -332,7 +354,9 @@ impl Config {
             compact_after_bytes: self.compact_after_bytes,
             idle_grace: Duration::from_millis(self.room_idle_ms),
             max_pending_bytes: self.max_pending_bytes,
-            max_uncommitted_bytes: self.max_uncommitted_bytes,
+            // One message up to the limit is held while it commits; counting it as an outage
+            // would close its honest sender (1013), which then resends it.
+            max_uncommitted_bytes: self.max_uncommitted_bytes.max(self.message_limit_bytes()),
             max_document_bytes: self.max_document_bytes,
             bind_client_ids: !self.allow_client_id_relay,
             history_interval: Duration::from_millis(self.history_interval_ms),
@@ -341,6 +365,11 @@ impl Config {
         }
     }
 }
+
+/// What the default message limit adds to the document cap: a message carrying a whole
+/// document at the cap has a few bytes of message header, and an update's encoding may be
+/// slightly larger than the document it grows.
+pub const MESSAGE_FRAMING_BYTES: usize = 64 * 1024;
 
 /// The part of [`Config`] a room actor uses.
 #[derive(Debug, Clone)]

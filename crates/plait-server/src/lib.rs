@@ -6,6 +6,7 @@
 //!   the embedded demo.
 //! - `connection`: one socket: a reader that decodes and forwards, a writer that drains.
 //! - `hub`: the registry of loaded rooms.
+//! - `budget`: the process-wide budget of large messages in flight.
 //! - `room`: the room actor that owns a document, its awareness, its CRDT values and its
 //!   members.
 //! - `values_api`: the HTTP API for a room's CRDT values.
@@ -23,6 +24,7 @@
 mod access;
 pub mod admin;
 mod awareness;
+mod budget;
 mod bus;
 pub mod config;
 mod conn;
@@ -71,6 +73,10 @@ pub(crate) struct Shared {
     /// Silence after which a connection is sent an empty awareness update; `None`: never.
     keepalive: Option<Duration>,
     max_message_bytes: usize,
+    /// The process-wide budget of large messages in flight (`--max-inflight-bytes`), taken by
+    /// connection readers in [`room::RoomHandle::send_inbound`] and given back when the room
+    /// drops the message.
+    inflight: Arc<budget::InflightBytes>,
     max_room_name_bytes: usize,
     shutdown_timeout_ms: u64,
     /// Cancelled once, when the server starts shutting down; rooms flush and close on it.
@@ -160,7 +166,7 @@ pub async fn run(
                 &config.redis_prefix,
                 instance_id,
                 limits,
-                config.max_message_bytes,
+                config.message_limit_bytes(),
                 Duration::from_millis(config.bus_fallback_poll_ms.max(10)),
                 token.clone(),
             )
@@ -180,7 +186,8 @@ pub async fn run(
         ping_interval: Duration::from_millis(config.ping_interval_ms),
         write_timeout: Duration::from_millis(config.write_timeout_ms),
         keepalive: (config.keepalive_ms > 0).then(|| Duration::from_millis(config.keepalive_ms)),
-        max_message_bytes: config.max_message_bytes,
+        max_message_bytes: config.message_limit_bytes(),
+        inflight: Arc::new(budget::InflightBytes::new(config.max_inflight_bytes)),
         max_room_name_bytes: config.max_room_name_bytes,
         shutdown_timeout_ms: config.shutdown_timeout_ms,
         shutdown: token.clone(),

@@ -4,7 +4,10 @@
 //! Counting frames alone lets a reader that never drains hold `--outbox-frames` frames of up
 //! to `--max-message-bytes` each (gigabytes); the byte bound (`--max-outbox-bytes`) is what
 //! keeps a slow reader's cost small. A frame that finds the outbox empty always goes, so one
-//! large sync step 2 is never refused.
+//! large sync step 2 is never refused, and a frame larger than the whole bound goes when what
+//! is queued ahead of it is within a quarter of the bound: a 30 MiB update relayed to a reader
+//! that has a few presence frames queued is not a slow consumer (closing it would make it
+//! resync the whole document, into the same situation).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -154,9 +157,9 @@ impl Outbox {
                 return Err(TrySendError::Closed(frame));
             }
             let len = frame.len();
-            if q.frames.len() >= self.shared.max_frames
-                || (q.bytes > 0 && q.bytes + len > self.shared.max_bytes)
-            {
+            let max = self.shared.max_bytes;
+            let bound = if len >= max { len + max / 4 } else { max };
+            if q.frames.len() >= self.shared.max_frames || (q.bytes > 0 && q.bytes + len > bound) {
                 return Err(TrySendError::Full(frame));
             }
             q.bytes += len;
@@ -238,6 +241,24 @@ mod tests {
             tx.try_send(Bytes::from_static(b"x")).unwrap();
         }
         assert!(tx.try_send(Bytes::from_static(b"x")).is_err());
+    }
+
+    /// Pins issue 14 item 6: a frame larger than the bound (a relayed 30 MiB paste) was refused
+    /// when anything at all was queued ahead of it, closing an honest reader as slow.
+    #[tokio::test]
+    async fn a_large_frame_goes_behind_a_little_but_not_behind_a_backlog() {
+        let (tx, mut rx) = channel(100, 40);
+        tx.try_send(Bytes::from_static(b"presence")).unwrap();
+        tx.try_send(Bytes::from(vec![0; 100])).unwrap();
+        assert!(tx.try_send(Bytes::from(vec![0; 100])).is_err());
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, 2);
+        rx.written(108);
+        // A backlog of more than a quarter of the bound: a large frame is refused.
+        for _ in 0..11 {
+            tx.try_send(Bytes::from_static(b"x")).unwrap();
+        }
+        assert!(tx.try_send(Bytes::from(vec![0; 100])).is_err());
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Transact, Update};
 
+use crate::budget::InflightBytes;
 pub(crate) use crate::conn::{Close, ConnId};
 use crate::metrics as m;
 use crate::outbox::{CloseSignal, Outbox};
@@ -257,6 +258,9 @@ pub(crate) struct RoomHandle {
     /// The inbox's byte budget ([`INBOX_BYTES`]), taken by senders and given back when the
     /// room drops the message.
     inbox_bytes: Arc<Semaphore>,
+    /// The process-wide budget of large messages (`Shared::inflight`), taken before the
+    /// inbox's and given back with it.
+    inflight: Arc<InflightBytes>,
 }
 
 impl RoomHandle {
@@ -265,6 +269,8 @@ impl RoomHandle {
     /// # Errors
     /// The room is gone (unloading or shut down).
     pub(crate) async fn send_inbound(&self, conn: ConnId, msg: Inbound) -> Result<(), ()> {
+        // The process-wide share first: a reader waiting for it holds no room's inbox bytes.
+        let inflight = self.inflight.acquire(msg.queued_bytes()).await;
         let bytes = msg.queued_bytes().min(INBOX_BYTES) as u32;
         let permit = self
             .inbox_bytes
@@ -272,7 +278,7 @@ impl RoomHandle {
             .acquire_many_owned(bytes)
             .await
             .map_err(|_| ())?;
-        let budget = InboxBudget(permit);
+        let budget = InboxBudget(permit, inflight);
         let cmd = RoomCmd::Inbound {
             conn,
             msg,
@@ -282,11 +288,14 @@ impl RoomHandle {
     }
 }
 
-/// A message's share of its room's inbox budget; given back when dropped.
+/// A message's share of its room's inbox budget, and of the process-wide budget if it is
+/// large; given back when dropped.
 #[derive(Debug)]
 pub(crate) struct InboxBudget(
     #[expect(dead_code, reason = "held for its Drop, which gives the bytes back")]
     OwnedSemaphorePermit,
+    #[expect(dead_code, reason = "held for its Drop, which gives the bytes back")]
+    Option<OwnedSemaphorePermit>,
 );
 
 /// `n_members` of a room still loading: the joins that made it load are queued, not counted,
@@ -345,6 +354,7 @@ pub(crate) fn spawn(name: Arc<str>, id: u64, shared: Arc<Shared>) -> RoomHandle 
         id,
         tx,
         inbox_bytes: Arc::new(Semaphore::new(INBOX_BYTES)),
+        inflight: shared.inflight.clone(),
         n_members: n_members.clone(),
     };
     let span = tracing::info_span!("room", room = %name);
@@ -864,6 +874,7 @@ mod values_tests {
             tx,
             n_members: Arc::new(AtomicUsize::new(0)),
             inbox_bytes: Arc::new(Semaphore::new(INBOX_BYTES)),
+            inflight: Arc::new(InflightBytes::new(4 * INBOX_BYTES)),
         };
         let update = |len: usize| {
             let empty = Update::decode_v1(&[0, 0]).unwrap();

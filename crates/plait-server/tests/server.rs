@@ -339,12 +339,59 @@ async fn nesting_bomb_closes_only_the_offender() {
 #[tokio::test]
 async fn oversized_message_is_closed_with_1009() {
     let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
-        c.max_message_bytes = 64 * 1024;
+        c.max_message_bytes = Some(64 * 1024);
     })
     .await;
     let evil = TestClient::connect(&server.url("big")).await;
     evil.send(Bytes::from(vec![0u8; 100 * 1024]));
     assert_only_offender_closed(&server, "big", &evil, 1009).await;
+    server.stop().await;
+}
+
+/// Pins issue 14 item 6: with the default limits an offline client's 30 MiB backlog (its sync
+/// step 2) syncs, and a fresh client receives it. The message cap was 4 MiB: the client was
+/// closed with 1009, reconnected, resent it and was closed again, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_30_mib_offline_backlog_syncs_with_the_default_limits() {
+    use yrs::{GetString, Text};
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |_| {}).await;
+    let url = server.url("backlog");
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let chunk = "offline edit ".repeat(80_660); // about 1 MiB
+    for i in 0..30 {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, i * chunk.len() as u32, &chunk);
+    }
+    let len = 30 * chunk.len();
+    assert!(len > 30 << 20);
+    let writer = TestClient::connect_with_doc(&url, doc).await;
+    let reader = TestClient::connect(&url).await;
+    reader
+        .wait(
+            |_, d| d.get_or_insert_text("t").len(&d.transact()) as usize == len,
+            "the 30 MiB backlog at a fresh client",
+        )
+        .await;
+    assert!(writer.is_open(), "the writer was closed");
+    let t = reader.doc.get_or_insert_text("t");
+    assert!(t
+        .get_string(&reader.doc.transact())
+        .ends_with("offline edit "));
+    server.stop().await;
+}
+
+/// The frame-size refusal still exists by default: above the document cap (plus framing) a
+/// message closes its sender with 1009, whatever it holds.
+#[tokio::test]
+async fn a_message_above_the_document_cap_is_closed_with_1009_by_default() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.max_document_bytes = 1 << 20;
+    })
+    .await;
+    let evil = TestClient::connect(&server.url("cap")).await;
+    evil.send(Bytes::from(vec![0u8; (1 << 20) + (128 << 10)]));
+    assert_only_offender_closed(&server, "cap", &evil, 1009).await;
     server.stop().await;
 }
 

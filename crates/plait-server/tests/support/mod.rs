@@ -218,7 +218,13 @@ impl TestClient {
         request: impl IntoClientRequest + Unpin,
         doc: Doc,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        // Like browsers and `ws` (100 MiB), take whole documents in one frame: tungstenite's
+        // default frame limit (16 MiB) is below the server's message limit.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_frame_size(None)
+            .max_message_size(Some(256 << 20));
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<WsMessage>();
         tokio::spawn(async move {
