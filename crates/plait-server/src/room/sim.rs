@@ -113,8 +113,10 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
     let mut rng = Rng(seed);
     let mut config = Config::defaults();
     config.durability = durability;
+    let mut config = config.room();
+    // Small, so the writers are closed as the store fails (`room()` raises the configured
+    // bound to one whole message).
     config.max_uncommitted_bytes = 4_000;
-    let config = config.room();
     let strict = durability == Durability::Strict;
     let max_uncommitted = config.max_uncommitted_bytes;
     let mut core = RoomCore::new(config, 7, Arc::new(AtomicUsize::new(0)), false);
