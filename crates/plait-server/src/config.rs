@@ -77,6 +77,24 @@ pub struct Config {
     #[arg(long, env = "PLAIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Send signed webhooks (`room.changed`, `room.deleted`) to this `http://` URL;
+    /// repeatable, or comma-separated in the variable. Needs `--webhook-secret`.
+    #[arg(long, env = "PLAIT_WEBHOOK_URL", value_delimiter = ',')]
+    pub webhook_url: Vec<String>,
+
+    /// The HMAC-SHA256 key of the `x-plait-signature` header of every webhook.
+    #[arg(long, env = "PLAIT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// At most one `room.changed` per room this often: the changes of that time in one event.
+    #[arg(long, env = "PLAIT_WEBHOOK_DEBOUNCE_MS", default_value_t = 2_000)]
+    pub webhook_debounce_ms: u64,
+
+    /// Attempts per webhook event (exponential backoff between them) before it is counted as
+    /// failed and the next one is sent.
+    #[arg(long, env = "PLAIT_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+
     /// Unload a room this long after its last member left (it is flushed first).
     #[arg(long, env = "PLAIT_ROOM_IDLE_MS", default_value_t = 10_000)]
     pub room_idle_ms: u64,
@@ -277,6 +295,23 @@ impl Config {
     /// # Errors
     /// A message naming the flag and what to do.
     pub fn validate(&self) -> Result<(), String> {
+        if !self.webhook_url.is_empty() && self.webhook_secret.as_deref().is_none_or(str::is_empty)
+        {
+            return Err("--webhook-url needs --webhook-secret (PLAIT_WEBHOOK_SECRET): receivers verify the signature with it".into());
+        }
+        for url in &self.webhook_url {
+            // This build has no TLS client: an https receiver sits behind a local proxy.
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "--webhook-url {url:?} must start with http:// (for an https receiver, send through a local TLS proxy)"
+                ));
+            }
+        }
+        if self.webhook_max_attempts == 0 || self.webhook_debounce_ms == 0 {
+            return Err(
+                "--webhook-max-attempts and --webhook-debounce-ms must be at least 1".into(),
+            );
+        }
         if self.outbox_frames == 0 {
             return Err("--outbox-frames must be at least 1".into());
         }

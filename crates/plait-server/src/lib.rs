@@ -41,6 +41,7 @@ mod serve;
 pub mod snapshot_file;
 pub mod stored_values;
 mod values_api;
+mod webhooks;
 
 /// Tokens: JWT verification, claims, room patterns (the `plait-auth` crate).
 pub use plait_auth as auth;
@@ -199,6 +200,19 @@ pub async fn run(
         access,
         bus,
     });
+    if let Some(secret) = config
+        .webhook_secret
+        .clone()
+        .filter(|_| !config.webhook_url.is_empty())
+    {
+        let webhooks = webhooks::WebhookConfig {
+            targets: config.webhook_url.clone(),
+            secret,
+            debounce: Duration::from_millis(config.webhook_debounce_ms),
+            max_attempts: config.webhook_max_attempts,
+        };
+        tokio::spawn(webhooks::deliver(shared.clone(), webhooks));
+    }
     if shared.access.auth.is_some() {
         // Before the first upgrade: a restarted server refuses revoked tokens at once.
         kick::load_revocations(&shared).await;

@@ -32,6 +32,8 @@ pub(crate) const PROTOCOL_ERRORS: &str = "plait_protocol_errors_total";
 pub(crate) const STORED_UPDATES_SKIPPED: &str = "plait_stored_updates_skipped_total";
 /// Log compactions written.
 pub(crate) const COMPACTIONS: &str = "plait_compactions_total";
+/// Webhook deliveries by `outcome`: delivered, retried, failed.
+pub(crate) const WEBHOOKS: &str = "plait_webhooks_total";
 /// Connections refused before joining a room, by reason.
 pub(crate) const REFUSED: &str = "plait_connections_refused_total";
 /// Whether the cluster bus (Redis) is connected: 1 up, 0 down (only with --redis).

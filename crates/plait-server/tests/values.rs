@@ -810,6 +810,20 @@ impl Store for StuckValues {
     async fn list_revocations(&self) -> Result<Vec<plait_store::Revocation>, plait_store::Error> {
         self.0.list_revocations().await
     }
+    async fn webhook_cursors(
+        &self,
+        target: &str,
+    ) -> Result<Vec<(String, u64)>, plait_store::Error> {
+        self.0.webhook_cursors(target).await
+    }
+    async fn set_webhook_cursor(
+        &self,
+        target: &str,
+        room: &str,
+        seq: Option<u64>,
+    ) -> Result<(), plait_store::Error> {
+        self.0.set_webhook_cursor(target, room, seq).await
+    }
     async fn list_rooms(&self) -> Result<Vec<plait_store::RoomSummary>, plait_store::Error> {
         self.0.list_rooms().await
     }

@@ -230,6 +230,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every revocation, oldest first.
     async fn list_revocations(&self) -> Result<Vec<Revocation>, Error>;
 
+    /// How far a webhook target has been told about each room: `(room, seq)` pairs.
+    async fn webhook_cursors(&self, target: &str) -> Result<Vec<(String, u64)>, Error>;
+
+    /// Sets a target's cursor for a room; `None` removes it (the room is gone).
+    async fn set_webhook_cursor(
+        &self,
+        target: &str,
+        room: &str,
+        seq: Option<u64>,
+    ) -> Result<(), Error>;
+
     /// Answers when the store can be reached (for readiness).
     async fn ping(&self) -> Result<(), Error>;
 }

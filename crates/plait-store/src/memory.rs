@@ -26,6 +26,8 @@ pub struct MemoryStore {
     /// A std mutex: every section is short and never awaits.
     rooms: Mutex<BTreeMap<String, Room>>,
     revocations: Mutex<Vec<Revocation>>,
+    /// Webhook cursors by (target, room).
+    cursors: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl MemoryStore {
@@ -194,6 +196,30 @@ impl Store for MemoryStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone())
+    }
+
+    async fn webhook_cursors(&self, target: &str) -> Result<Vec<(String, u64)>, Error> {
+        let cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cursors
+            .iter()
+            .filter(|((t, _), _)| t == target)
+            .map(|((_, room), seq)| (room.clone(), *seq))
+            .collect())
+    }
+
+    async fn set_webhook_cursor(
+        &self,
+        target: &str,
+        room: &str,
+        seq: Option<u64>,
+    ) -> Result<(), Error> {
+        let mut cursors = self.cursors.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (target.to_owned(), room.to_owned());
+        match seq {
+            Some(seq) => cursors.insert(key, seq),
+            None => cursors.remove(&key),
+        };
+        Ok(())
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

@@ -399,6 +399,44 @@ impl Store for PgStore {
         found.iter().map(rows::revocation).collect()
     }
 
+    async fn webhook_cursors(&self, target: &str) -> Result<Vec<(String, u64)>, Error> {
+        let found = sqlx::query("SELECT room, seq FROM webhook_cursors WHERE target = $1")
+            .bind(target)
+            .fetch_all(&self.pool)
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("room")?,
+                    to_u64(row.try_get("seq")?, "webhook seq")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_webhook_cursor(
+        &self,
+        target: &str,
+        room: &str,
+        seq: Option<u64>,
+    ) -> Result<(), Error> {
+        let query = match seq {
+            Some(seq) => sqlx::query(
+                "INSERT INTO webhook_cursors (target, room, seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (target, room) DO UPDATE SET seq = EXCLUDED.seq",
+            )
+            .bind(target)
+            .bind(room)
+            .bind(seq as i64),
+            None => sqlx::query("DELETE FROM webhook_cursors WHERE target = $1 AND room = $2")
+                .bind(target)
+                .bind(room),
+        };
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.name, r.last_seq, r.updated_at_ms, \

@@ -396,6 +396,44 @@ impl Store for SqliteStore {
         found.iter().map(rows::revocation).collect()
     }
 
+    async fn webhook_cursors(&self, target: &str) -> Result<Vec<(String, u64)>, Error> {
+        let found = sqlx::query("SELECT room, seq FROM webhook_cursors WHERE target = ?")
+            .bind(target)
+            .fetch_all(&self.reader)
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("room")?,
+                    to_u64(row.try_get("seq")?, "webhook seq")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn set_webhook_cursor(
+        &self,
+        target: &str,
+        room: &str,
+        seq: Option<u64>,
+    ) -> Result<(), Error> {
+        let query = match seq {
+            Some(seq) => sqlx::query(
+                "INSERT INTO webhook_cursors (target, room, seq) VALUES (?, ?, ?) \
+                 ON CONFLICT (target, room) DO UPDATE SET seq = excluded.seq",
+            )
+            .bind(target)
+            .bind(room)
+            .bind(seq as i64),
+            None => sqlx::query("DELETE FROM webhook_cursors WHERE target = ? AND room = ?")
+                .bind(target)
+                .bind(room),
+        };
+        query.execute(&self.writer).await?;
+        Ok(())
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.name, r.last_seq, r.updated_at_ms, \

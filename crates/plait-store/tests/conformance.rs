@@ -537,3 +537,28 @@ async fn revocations_are_kept_in_order() {
         );
     }
 }
+
+#[tokio::test]
+async fn webhook_cursors_are_per_target_and_room() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        store.set_webhook_cursor("t1", "a", Some(3)).await.unwrap();
+        store.set_webhook_cursor("t1", "a", Some(5)).await.unwrap();
+        store.set_webhook_cursor("t1", "b", Some(1)).await.unwrap();
+        store.set_webhook_cursor("t2", "a", Some(9)).await.unwrap();
+        let mut t1 = store.webhook_cursors("t1").await.unwrap();
+        t1.sort();
+        assert_eq!(t1, vec![("a".into(), 5), ("b".into(), 1)], "{name}");
+        store.set_webhook_cursor("t1", "a", None).await.unwrap();
+        assert_eq!(
+            store.webhook_cursors("t1").await.unwrap(),
+            vec![("b".into(), 1)],
+            "{name}"
+        );
+        assert_eq!(
+            store.webhook_cursors("t2").await.unwrap(),
+            vec![("a".into(), 9)],
+            "{name}"
+        );
+    }
+}
