@@ -12,6 +12,11 @@
 //!   answered `{"changed", "seq", "state_vector"}`. Bytes that are no valid update: 400, nothing
 //!   stored.
 //!
+//! - `PATCH /api/rooms/{room}` with a JSON array of edits, for servers without Yjs: `{"op":
+//!   "set", "map", "key", "value"}`, `{"op": "remove", "map", "key"}`, `{"op": "insert",
+//!   "text", "index", "value"}`, `{"op": "delete", "text", "index", "length"}` (indexes in
+//!   UTF-16 code units, as Yjs counts), `{"op": "append", "array", "values"}`; all in one
+//!   transaction and one commit, or none (400 with the reason); answered like POST.
 //! - `GET /api/rooms/{room}/changes?since=SEQ` (or the `Last-Event-ID` header): Server-Sent
 //!   Events, one per stored update after `SEQ`, in seq order, with `id` = its seq and `data` =
 //!   `{"room", "seq_from", "seq_to", "update" (base64)}`. Read from the store, so it is
@@ -44,13 +49,13 @@ use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
 use crate::http::check_room_name;
-use crate::room::{AdminOp, RoomCmd, RoomError};
+use crate::room::{AdminOp, Edit, RoomCmd, RoomError};
 use crate::Shared;
 
 /// The document routes, to merge into the router behind the room API's token guard.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/api/rooms/{room}", get(read))
+        .route("/api/rooms/{room}", get(read).patch(patch))
         .route(
             "/api/rooms/{room}/update",
             get(read_update).post(write_update),
@@ -186,6 +191,31 @@ async fn write_update(
         AdminOp::Apply(update, payload, reply)
     })
     .await?;
+    Ok(Json(json!({
+        "changed": written.changed,
+        "seq": written.seq,
+        "state_vector": STANDARD.encode(&written.state_vector),
+    }))
+    .into_response())
+}
+
+/// Edits one PATCH may carry.
+const MAX_EDITS: usize = 1_000;
+
+async fn patch(
+    State(shared): State<Arc<Shared>>,
+    Path(room): Path<String>,
+    body: Bytes,
+) -> Result<Response, DocError> {
+    let edits: Vec<Edit> = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(format!(
+            "send a JSON array of edits ({{\"op\": \"set\" | \"remove\" | \"insert\" | \"delete\" | \"append\", ...}}): {e}"
+        ))
+    })?;
+    if edits.is_empty() || edits.len() > MAX_EDITS {
+        return Err(bad_request(format!("send 1 to {MAX_EDITS} edits")));
+    }
+    let written = ask(&shared, &room, |reply| AdminOp::Patch(edits, reply)).await?;
     Ok(Json(json!({
         "changed": written.changed,
         "seq": written.seq,

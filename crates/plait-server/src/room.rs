@@ -133,7 +133,7 @@ mod sim;
 use self::core::{Applied, BusOut, RoomCore};
 use crate::bus::Outgoing;
 
-pub(crate) use admin::{AdminOp, Merged, RestoreTarget, RoomError};
+pub(crate) use admin::{AdminOp, Edit, Merged, RestoreTarget, RoomError};
 
 /// The connection id of changes made through the admin API (no connection has it).
 const ADMIN_CONN: ConnId = 0;

@@ -362,3 +362,46 @@ async fn an_admin_deletes_a_room() {
     assert_eq!(fresh.text(), "");
     server.stop().await;
 }
+
+/// PATCH: JSON edits for servers without Yjs, all in one transaction or none.
+#[tokio::test]
+async fn a_backend_without_yjs_edits_with_json() {
+    let server = TestServer::start().await;
+    let client = TestClient::connect(&server.url("patched")).await;
+    client.insert(0, "héllo 🙂 world");
+    let observer = TestClient::connect(&server.url("patched")).await;
+    observer.wait_text("héllo 🙂 world").await;
+    // Indexes count UTF-16 code units, as Yjs does: the emoji is two.
+    let edits = br#"[
+        {"op": "delete", "text": "t", "index": 6, "length": 3},
+        {"op": "insert", "text": "t", "index": 0, "value": ">> "},
+        {"op": "set", "map": "meta", "key": "title", "value": {"b": 1, "a": [true, null]}},
+        {"op": "append", "array": "items", "values": [1, "two"]}
+    ]"#;
+    let (status, body) = request(&server, "PATCH", "/api/rooms/patched", None, edits).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["changed"], true);
+    observer.wait_text(">> héllo world").await;
+    let (_, body) = request(&server, "GET", "/api/rooms/patched", None, b"").await;
+    let view = json(&body);
+    assert_eq!(view["content"]["t"], ">> héllo world");
+    assert_eq!(view["content"]["meta"]["title"]["b"], 1);
+    assert_eq!(view["content"]["items"][1], "two");
+
+    // One bad edit refuses them all: nothing changed, nothing stored.
+    let seq = view["seq"].clone();
+    for bad in [
+        &br#"[{"op": "insert", "text": "t", "index": 0, "value": "x"}, {"op": "delete", "text": "t", "index": 99, "length": 1}]"#[..],
+        br#"[{"op": "insert", "text": "meta", "index": 0, "value": "x"}]"#,
+        br#"[{"op": "delete", "text": "t", "index": 1, "length": 4294967295}]"#,
+        br#"[{"op": "explode"}]"#,
+        br#"[]"#,
+    ] {
+        let (status, body) = request(&server, "PATCH", "/api/rooms/patched", None, bad).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    }
+    let (_, body) = request(&server, "GET", "/api/rooms/patched", None, b"").await;
+    assert_eq!(json(&body)["seq"], seq);
+    assert_eq!(json(&body)["content"]["t"], ">> héllo world");
+    server.stop().await;
+}

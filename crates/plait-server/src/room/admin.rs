@@ -45,6 +45,52 @@ pub(crate) enum AdminOp {
     /// A Yjs v1 update from a backend, validated by the caller: applied like a client's edit,
     /// answered once stored (strict durability).
     Apply(Update, Bytes, Reply<Written>),
+    /// Small JSON edits from a backend without Yjs, applied in one transaction and stored as
+    /// one update.
+    Patch(Vec<Edit>, Reply<Written>),
+}
+
+/// One edit of `PATCH /api/rooms/{room}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Edit {
+    /// Sets `key` of the map `map` to a JSON value.
+    Set {
+        map: String,
+        key: String,
+        value: serde_json::Value,
+    },
+    /// Removes `key` from the map `map`.
+    Remove { map: String, key: String },
+    /// Inserts `value` into the text `text` at `index` (in characters as Yjs counts them:
+    /// UTF-16 code units).
+    Insert {
+        text: String,
+        index: u32,
+        value: String,
+    },
+    /// Deletes `length` characters of the text `text` from `index`.
+    Delete {
+        text: String,
+        index: u32,
+        length: u32,
+    },
+    /// Appends JSON values to the array `array`.
+    Append {
+        array: String,
+        values: Vec<serde_json::Value>,
+    },
+}
+
+impl Edit {
+    /// The root the edit touches and the kind it must be.
+    fn root(&self) -> (&str, docs::RootKind) {
+        match self {
+            Edit::Set { map, .. } | Edit::Remove { map, .. } => (map, docs::RootKind::Map),
+            Edit::Insert { text, .. } | Edit::Delete { text, .. } => (text, docs::RootKind::Text),
+            Edit::Append { array, .. } => (array, docs::RootKind::List),
+        }
+    }
 }
 
 /// A room's document for the REST API.
@@ -159,6 +205,9 @@ impl Room {
             AdminOp::Apply(update, raw, reply) => {
                 let _ = reply.send(self.apply_backend_update(update, raw).await);
             }
+            AdminOp::Patch(edits, reply) => {
+                let _ = reply.send(self.patch(edits).await);
+            }
             AdminOp::Delete(reply) => {
                 let _ = reply.send(self.delete().await);
             }
@@ -220,6 +269,63 @@ impl Room {
         let changed = self.core.doc.transact().state_vector() != before;
         if changed && !self.commit().await {
             return Err(RoomError::Held("applied"));
+        }
+        Ok(Written {
+            changed,
+            seq: self.core.last_seq,
+            state_vector: self.core.doc.transact().state_vector().encode_v1(),
+        })
+    }
+
+    /// Applies JSON edits in one transaction, checked first (root kinds, bounds, the document
+    /// size), stored as one update like a restore's forward edit.
+    async fn patch(&mut self, edits: Vec<Edit>) -> Result<Written, RoomError> {
+        let roots = docs::roots(&self.core.doc);
+        let mut added = 0usize;
+        for edit in &edits {
+            let (name, kind) = edit.root();
+            if roots.get(name).is_some_and(|k| *k != kind) {
+                return Err(RoomError::Invalid(format!(
+                    "{name:?} is not a {kind:?} in this document"
+                )));
+            }
+            added += match edit {
+                Edit::Set { value, .. } => value.to_string().len(),
+                Edit::Insert { value, .. } => value.len(),
+                Edit::Append { values, .. } => values.iter().map(|v| v.to_string().len()).sum(),
+                Edit::Remove { .. } | Edit::Delete { .. } => 0,
+            };
+        }
+        if self.core.doc_bytes + added > self.shared.room.max_document_bytes {
+            return Err(RoomError::Invalid("document size limit reached".into()));
+        }
+        // A dry run on a copy first: a transaction cannot be rolled back, so an edit refused
+        // half-way must not leave the room's document changed and that change unstored.
+        let copy = docs::doc_from_update(&docs::encode_state(&self.core.doc))
+            .map_err(|e| RoomError::Invalid(e.to_string()))?;
+        {
+            let mut txn = copy.transact_mut();
+            for edit in &edits {
+                apply_edit(&mut txn, edit)?;
+            }
+        }
+        let update = {
+            let mut txn = self.core.doc.transact_mut();
+            for edit in &edits {
+                // The same edits on the same content: they pass here too. Whatever they did is
+                // stored below either way.
+                if apply_edit(&mut txn, edit).is_err() {
+                    break;
+                }
+            }
+            txn.encode_update_v1()
+        };
+        let changed = update.len() > 2;
+        if changed {
+            self.core.record(Bytes::from(update), Vec::new());
+            if !self.commit().await && self.core.strict() {
+                return Err(RoomError::Held("edited in memory"));
+            }
         }
         Ok(Written {
             changed,
@@ -348,5 +454,77 @@ impl Room {
             }
             Err(e) => warn!(error = %e, "history snapshot failed; retrying next interval"),
         }
+    }
+}
+
+/// Applies one edit, checking it first (yrs panics on an index past the end). Text indexes
+/// count UTF-16 code units, as Yjs does; the document counts UTF-8 bytes.
+fn apply_edit(txn: &mut yrs::TransactionMut<'_>, edit: &Edit) -> Result<(), RoomError> {
+    use yrs::{Array, GetString, Map, Text, WriteTxn};
+    let any = |value: &serde_json::Value| {
+        yrs::Any::from_json(&value.to_string())
+            .map_err(|e| RoomError::Invalid(format!("value not storable: {e}")))
+    };
+    match edit {
+        Edit::Set { map, key, value } => {
+            let value = any(value)?;
+            txn.get_or_insert_map(map.as_str())
+                .insert(txn, key.as_str(), value);
+        }
+        Edit::Remove { map, key } => {
+            txn.get_or_insert_map(map.as_str()).remove(txn, key);
+        }
+        Edit::Insert { text, index, value } => {
+            let t = txn.get_or_insert_text(text.as_str());
+            let at = byte_offset(&t.get_string(txn), *index, text)?;
+            t.insert(txn, at, value);
+        }
+        Edit::Delete {
+            text,
+            index,
+            length,
+        } => {
+            let t = txn.get_or_insert_text(text.as_str());
+            let current = t.get_string(txn);
+            let from = byte_offset(&current, *index, text)?;
+            let end = index
+                .checked_add(*length)
+                .ok_or_else(|| RoomError::Invalid("index + length overflows".into()))?;
+            let to = byte_offset(&current, end, text)?;
+            t.remove_range(txn, from, to - from);
+        }
+        Edit::Append { array, values } => {
+            let values = values.iter().map(any).collect::<Result<Vec<_>, _>>()?;
+            let a = txn.get_or_insert_array(array.as_str());
+            for value in values {
+                let len = a.len(txn);
+                a.insert(txn, len, value);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The UTF-8 offset of the UTF-16 index `utf16` in `s`; an index past the end or inside a
+/// surrogate pair is refused.
+fn byte_offset(s: &str, utf16: u32, text: &str) -> Result<u32, RoomError> {
+    let mut units = 0u32;
+    for (at, c) in s.char_indices() {
+        if units == utf16 {
+            return Ok(at as u32);
+        }
+        units += c.len_utf16() as u32;
+        if units > utf16 {
+            return Err(RoomError::Invalid(format!(
+                "index {utf16} of {text:?} falls inside a character"
+            )));
+        }
+    }
+    if units == utf16 {
+        Ok(s.len() as u32)
+    } else {
+        Err(RoomError::Invalid(format!(
+            "index {utf16} is past the end of {text:?} ({units})"
+        )))
     }
 }
