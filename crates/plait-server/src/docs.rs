@@ -108,11 +108,52 @@ fn any_to_json(any: &yrs::Any) -> serde_json::Value {
 /// The document as JSON: one member per root, text as a string, maps as objects, lists as
 /// arrays (XML nodes as their XML text).
 pub fn to_json(doc: &Doc) -> serde_json::Value {
+    to_json_as(doc, TextAs::String)
+}
+
+/// How [`to_json_as`] renders a text root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextAs {
+    /// Its characters, formatting dropped.
+    String,
+    /// Its Yjs delta: `[{"insert": "...", "attributes": {...}}, ...]`, formatting kept.
+    Delta,
+}
+
+/// As [`to_json`], with text rendered as `text_as` says.
+pub fn to_json_as(doc: &Doc, text_as: TextAs) -> serde_json::Value {
     let kinds = roots(doc);
     let mut out = serde_json::Map::new();
     for (name, kind) in kinds {
         let mut txn = doc.transact_mut();
         let value = match kind {
+            RootKind::Text if text_as == TextAs::Delta => {
+                let text = txn.get_or_insert_text(name.as_str());
+                let delta = text.diff(&txn, |_| ());
+                serde_json::Value::Array(
+                    delta
+                        .into_iter()
+                        .map(|chunk| {
+                            let mut op = serde_json::Map::new();
+                            let insert = match chunk.insert {
+                                Out::Any(yrs::Any::String(s)) => {
+                                    serde_json::Value::String(s.to_string())
+                                }
+                                other => any_to_json(&other.to_json(&txn)),
+                            };
+                            op.insert("insert".into(), insert);
+                            if let Some(attrs) = chunk.attributes {
+                                let attrs: serde_json::Map<String, serde_json::Value> = attrs
+                                    .iter()
+                                    .map(|(k, v)| (k.to_string(), any_to_json(v)))
+                                    .collect();
+                                op.insert("attributes".into(), serde_json::Value::Object(attrs));
+                            }
+                            serde_json::Value::Object(op)
+                        })
+                        .collect(),
+                )
+            }
             RootKind::Text => {
                 serde_json::Value::String(txn.get_or_insert_text(name.as_str()).get_string(&txn))
             }

@@ -48,6 +48,7 @@ use tracing::warn;
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
+use crate::docs::TextAs;
 use crate::http::check_room_name;
 use crate::room::{AdminOp, Edit, RoomCmd, RoomError};
 use crate::Shared;
@@ -119,11 +120,27 @@ async fn ask<T>(
     Ok(answer.await.map_err(|_| unavailable())??)
 }
 
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    /// `delta` renders text roots as Yjs deltas (formatting kept) instead of strings.
+    text: Option<String>,
+}
+
 async fn read(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
+    Query(q): Query<ReadQuery>,
 ) -> Result<Response, DocError> {
-    let view = ask(&shared, &room, AdminOp::Read).await?;
+    let text_as = match q.text.as_deref() {
+        None | Some("string") => TextAs::String,
+        Some("delta") => TextAs::Delta,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "text must be \"string\" or \"delta\", got {other:?}"
+            )))
+        }
+    };
+    let view = ask(&shared, &room, |reply| AdminOp::Read(text_as, reply)).await?;
     if !view.written {
         return Err(DocError(
             StatusCode::NOT_FOUND,

@@ -405,3 +405,31 @@ async fn a_backend_without_yjs_edits_with_json() {
     assert_eq!(json(&body)["content"]["t"], ">> héllo world");
     server.stop().await;
 }
+
+/// `?text=delta`: formatted text as a Yjs delta, formatting kept.
+#[tokio::test]
+async fn text_reads_as_a_delta() {
+    let server = TestServer::start().await;
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let update = {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "plain ");
+        let bold: yrs::types::Attrs =
+            std::iter::once((std::sync::Arc::from("bold"), yrs::Any::Bool(true))).collect();
+        text.insert_with_attributes(&mut txn, 6, "bold", bold);
+        txn.encode_update_v1()
+    };
+    let (status, _) = request(&server, "POST", "/api/rooms/fmt/update", None, &update).await;
+    assert_eq!(status, 200);
+    let (_, body) = request(&server, "GET", "/api/rooms/fmt?text=delta", None, b"").await;
+    assert_eq!(
+        json(&body)["content"]["t"],
+        serde_json::json!([{"insert": "plain "}, {"insert": "bold", "attributes": {"bold": true}}])
+    );
+    let (_, body) = request(&server, "GET", "/api/rooms/fmt", None, b"").await;
+    assert_eq!(json(&body)["content"]["t"], "plain bold");
+    let (status, _) = request(&server, "GET", "/api/rooms/fmt?text=html", None, b"").await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}

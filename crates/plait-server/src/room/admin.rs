@@ -38,8 +38,9 @@ pub(crate) enum AdminOp {
     Compact(Reply<()>),
     /// Delete the room and everything stored of it; answers whether anything was stored.
     Delete(Reply<bool>),
-    /// The document as JSON, with its seq and state vector (the REST API's read).
-    Read(Reply<DocumentView>),
+    /// The document as JSON (text as a string or as a delta), with its seq and state vector
+    /// (the REST API's read).
+    Read(docs::TextAs, Reply<DocumentView>),
     /// What a state vector lacks, as one Yjs v1 update (everything for an empty one).
     Diff(StateVector, Reply<Vec<u8>>),
     /// A Yjs v1 update from a backend, validated by the caller: applied like a client's edit,
@@ -183,12 +184,12 @@ impl Room {
             AdminOp::Restore(target, reply) => {
                 let _ = reply.send(self.restore(target).await);
             }
-            AdminOp::Read(reply) => {
+            AdminOp::Read(text_as, reply) => {
                 let _ = reply.send(if unstored {
                     Err(RoomError::Unstored)
                 } else {
                     Ok(DocumentView {
-                        content: docs::to_json(&self.core.doc),
+                        content: docs::to_json_as(&self.core.doc, text_as),
                         seq: self.core.last_seq,
                         state_vector: self.core.doc.transact().state_vector().encode_v1(),
                         written: self.core.last_seq > 0,
