@@ -242,6 +242,21 @@ impl Access {
         })
     }
 
+    /// Checks an upgrade that carries no room (the Hocuspocus endpoint, whose documents are
+    /// authorized one by one inside the socket): origin and connection caps only.
+    pub(crate) fn admit_socket(
+        shared: &Arc<Shared>,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: Option<IpAddr>,
+    ) -> Result<ConnPermit, Refusal> {
+        if !shared.access.origin_allowed(headers) {
+            info!(path = %auth::redact_query(uri), "refused: origin not allowed");
+            return Err(Refusal::Origin);
+        }
+        ConnPermit::acquire(shared, peer)
+    }
+
     /// Browsers always send `Origin` on a WebSocket upgrade; other clients need not, and cannot
     /// be hijacked cross-site, so a missing `Origin` is allowed.
     fn origin_allowed(&self, headers: &HeaderMap) -> bool {

@@ -5,6 +5,8 @@
 //! - `http`: the router: WebSocket upgrade at `/{room}`, `/healthz`, `/readyz`, `/metrics`,
 //!   the embedded demo.
 //! - `connection`: one socket: a reader that decodes and forwards, a writer that drains.
+//! - `hocuspocus`: one socket of `@hocuspocus/provider` clients at `/hocuspocus`, several
+//!   documents (rooms) over it, each authorized and joined on its own.
 //! - `hub`: the registry of loaded rooms.
 //! - `room`: the room actor that owns a document, its awareness, its CRDT values and its
 //!   members.
@@ -29,6 +31,7 @@ mod conn;
 mod connection;
 pub mod docs;
 mod http;
+mod hocuspocus;
 mod hub;
 mod kick;
 mod metrics;
@@ -71,6 +74,10 @@ pub(crate) struct Shared {
     keepalive: Option<Duration>,
     max_message_bytes: usize,
     max_room_name_bytes: usize,
+    /// Documents one Hocuspocus socket may have attached (`--max-documents-per-connection`).
+    max_documents_per_connection: usize,
+    /// The Hocuspocus documents attached on this process, by room, for stateless messages.
+    hocuspocus: hocuspocus::Registry,
     shutdown_timeout_ms: u64,
     /// Cancelled once, when the server starts shutting down; rooms flush and close on it.
     shutdown: CancellationToken,
@@ -181,6 +188,8 @@ pub async fn run(
         keepalive: (config.keepalive_ms > 0).then(|| Duration::from_millis(config.keepalive_ms)),
         max_message_bytes: config.max_message_bytes,
         max_room_name_bytes: config.max_room_name_bytes,
+        max_documents_per_connection: config.max_documents_per_connection,
+        hocuspocus: hocuspocus::Registry::default(),
         shutdown_timeout_ms: config.shutdown_timeout_ms,
         shutdown: token.clone(),
         tracker: TaskTracker::new(),
