@@ -118,7 +118,8 @@ impl Registry {
         if let Some(mut listeners) = self.rooms.get_mut(room) {
             listeners.retain(|l| l.conn != conn);
         }
-        self.rooms.remove_if(room, |_, listeners| listeners.is_empty());
+        self.rooms
+            .remove_if(room, |_, listeners| listeners.is_empty());
     }
 
     /// Sends `payload` to every document of `room` but `from`'s; returns how many got it. A
@@ -432,8 +433,7 @@ impl Socket {
                     // one. With auth off it is attached as is; with auth on it is refused.
                     if self.shared.access.auth.is_some() {
                         self.charge_auth(true)?;
-                        metrics::counter!(m::HOCUSPOCUS_AUTH, "result" => "no_token")
-                            .increment(1);
+                        metrics::counter!(m::HOCUSPOCUS_AUTH, "result" => "no_token").increment(1);
                         self.deny(&address, denial_reason(&AuthError::Missing), true);
                         return Ok(());
                     }
