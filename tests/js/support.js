@@ -136,7 +136,8 @@ export function waitForEvent (emitter, event, { timeout = 10000, filter = () => 
 const LOG_TAIL = 20000
 
 class ServerHandle {
-  constructor ({ port, dir, persistent, keepDir }) {
+  constructor ({ port, dir, persistent, keepDir, args = [] }) {
+    this.extraArgs = args
     this.port = port
     this.dir = dir
     this.persistent = persistent
@@ -159,7 +160,7 @@ class ServerHandle {
       }
       return {
         cmd: PLAIT_BIN,
-        args: ['serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', `sqlite://${path.join(this.dir, 'plait.db')}`],
+        args: ['serve', '--host', '127.0.0.1', '--port', String(this.port), '--store', `sqlite://${path.join(this.dir, 'plait.db')}`, ...this.extraArgs],
         env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1', PLAIT_ADMIN_TOKEN: ADMIN_TOKEN }
       }
     }
@@ -259,11 +260,12 @@ function httpOk (url) {
 /**
  * Start a fresh server (own port, own temp dir) and register its teardown on `t`.
  * opts.persistent: the test restarts the server and needs durable state (reference: y-leveldb).
+ * opts.args: extra `plait serve` flags (plait only).
  */
-export async function startServer (t, { persistent = false } = {}) {
+export async function startServer (t, { persistent = false, args = [] } = {}) {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'plait-js-'))
   const port = await getFreePort()
-  const server = new ServerHandle({ port, dir, persistent, keepDir: !!process.env.PLAIT_TEST_KEEP })
+  const server = new ServerHandle({ port, dir, persistent, keepDir: !!process.env.PLAIT_TEST_KEEP, args })
   // registered before start so a failing start still cleans up
   t.after(() => server.dispose())
   try {
