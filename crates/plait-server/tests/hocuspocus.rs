@@ -109,30 +109,41 @@ impl Provider {
 
     /// The next message of `address`, skipping other documents' and pings.
     async fn next_of(&mut self, address: &str) -> ServerMessage {
-        loop {
-            match self.recv().await {
-                Ok(ServerFrame::Document {
-                    address: a,
-                    message,
-                }) if a.as_str() == address => return message,
-                Ok(_) => {}
-                Err(c) => panic!("closed {c:?} while waiting for a message of {address:?}"),
+        let next = async {
+            loop {
+                match self.recv().await {
+                    Ok(ServerFrame::Document {
+                        address: a,
+                        message,
+                    }) if a.as_str() == address => return message,
+                    Ok(_) => {}
+                    Err(c) => panic!("closed {c:?} while waiting for a message of {address:?}"),
+                }
             }
-        }
+        };
+        tokio::time::timeout(WAIT, next)
+            .await
+            .unwrap_or_else(|_| panic!("no message of {address:?} in time"))
     }
 
-    /// Skips messages of `address` until `pred` holds for one.
+    /// Skips messages of `address` until `pred` holds for one, within [`WAIT`] in all (a
+    /// keepalive every few ms must not keep a failing wait alive).
     async fn until(
         &mut self,
         address: &str,
         pred: impl Fn(&ServerMessage) -> bool,
     ) -> ServerMessage {
-        loop {
-            let m = self.next_of(address).await;
-            if pred(&m) {
-                return m;
+        let wait = async {
+            loop {
+                let m = self.next_of(address).await;
+                if pred(&m) {
+                    return m;
+                }
             }
-        }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no matching message of {address:?} in time"))
     }
 
     /// Reads until the socket closes; returns the code and reason.
@@ -709,4 +720,71 @@ async fn sync_status_waits_for_the_store() {
     // ...and one once the room's retry stored it.
     p.until("durable", |m| *m == ServerMessage::SyncStatus(true))
         .await;
+}
+
+#[tokio::test]
+async fn an_idle_socket_gets_the_providers_keepalive() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.keepalive_ms = 200;
+    })
+    .await;
+    let doc = Doc::new();
+    // v4: the connection-level Ping, answered with a bare Pong.
+    let mut v4 = Provider::connect(&server).await;
+    v4.attach("idle", "", Some("4.8.0"), &doc);
+    tokio::time::timeout(WAIT, async {
+        while !matches!(v4.recv().await, Ok(ServerFrame::Ping)) {}
+    })
+    .await
+    .expect("a Ping");
+    v4.send(hp::encode_pong());
+    // v2 and v3 read a Ping as a broken address: an empty awareness update of the document.
+    let mut v3 = Provider::connect(&server).await;
+    v3.attach("idle", "", None, &doc);
+    v3.until(
+        "idle",
+        |m| matches!(m, ServerMessage::Awareness(u) if u.entries.is_empty()),
+    )
+    .await;
+    // Both stay open, and the v4 socket took the Pong.
+    v4.send(hp::encode_update("idle", &edit(&doc, "x")));
+    v4.until("idle", |m| *m == ServerMessage::SyncStatus(true))
+        .await;
+}
+
+#[tokio::test]
+async fn an_expired_token_closes_its_document() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.auth_secret = Some(SECRET.into());
+        c.auth_leeway_secs = 0;
+    })
+    .await;
+    let short = {
+        let claims = Claims {
+            exp: now_secs() + 2,
+            iat: Some(now_secs()),
+            rooms: vec!["*".into()],
+            right: Right::Write,
+            user: None,
+        };
+        issue_hs256(SECRET, &claims).unwrap()
+    };
+    let doc = Doc::new();
+    let mut v4 = Provider::connect(&server).await;
+    v4.attach("short", &short, Some("4.8.0"), &doc);
+    v4.attach("long", &token(&["long"], Right::Write), Some("4.8.0"), &doc);
+    let mut v3 = Provider::connect(&server).await;
+    v3.attach("short", &short, None, &doc);
+    assert_eq!(
+        v4.until("short", |m| matches!(m, ServerMessage::Close(_)))
+            .await,
+        ServerMessage::Close("token expired".into())
+    );
+    assert_eq!(v3.closed().await.0, 4401);
+    v4.send(hp::encode_update("long", &edit(&doc, "x")));
+    v4.until("long", |m| *m == ServerMessage::SyncStatus(true))
+        .await;
+    // The closed document's frames are dropped until a new token.
+    v4.send(hp::encode_update("short", &edit(&doc, "y")));
+    v4.quiet("short", 300).await;
 }
