@@ -107,6 +107,9 @@ struct Listener {
     /// room, so it is framed here).
     outbox: Outbox,
     control: CloseSignal,
+    /// The document's own close: a document closed by a kick or its token's expiry hears
+    /// nothing more, though its socket (and its entry here, until the reader notices) stays.
+    document: CloseSignal,
 }
 
 impl Registry {
@@ -130,7 +133,10 @@ impl Registry {
             return 0;
         };
         let mut n = 0;
-        for l in listeners.iter().filter(|l| l.conn != from) {
+        for l in listeners
+            .iter()
+            .filter(|l| l.conn != from && !l.document.is_closed())
+        {
             match l.outbox.try_send(hp::encode_stateless(&l.address, payload)) {
                 Ok(()) => n += 1,
                 Err(TrySendError::Full(_)) => l.control.close(Close::SLOW_CONSUMER),
@@ -553,6 +559,7 @@ impl Socket {
                 address: key.clone(),
                 outbox: self.outbox.clone(),
                 control: self.control.clone(),
+                document: control.clone(),
             },
         );
         let listening = Listening {

@@ -447,6 +447,12 @@ async fn a_kick_closes_the_document_for_v4_and_the_socket_for_older_providers() 
         ServerMessage::Close("removed by an administrator".into())
     );
     assert_eq!(v3.closed().await.0, 4403);
+    // The kicked document hears nothing more, stateless included.
+    let mut other = Provider::connect(&server).await;
+    other.attach("kicked", "", None, &doc);
+    other.next_of("kicked").await;
+    other.send(hp::encode_stateless("kicked", "after the kick"));
+    v4.quiet("kicked", 300).await;
     // v4's other document still works.
     v4.send(hp::encode_update("kept", &edit(&doc, "x")));
     v4.until("kept", |m| *m == ServerMessage::SyncStatus(true))
