@@ -243,6 +243,11 @@ pub(crate) async fn join(
         if shared.shutdown.is_cancelled() {
             return Err(Close::GOING_AWAY);
         }
+        // A room that could not load closes its queued joiners (storage unavailable) before
+        // dropping their `joined`: that is an answer, not an unloading room to retry.
+        if retry.control.is_closed() {
+            return Err(retry.control.closed().await);
+        }
         *link = Some(retry);
         tokio::task::yield_now().await;
     }

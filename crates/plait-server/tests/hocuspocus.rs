@@ -638,11 +638,18 @@ async fn an_auth_flood_is_closed() {
 struct FlakyStore {
     inner: MemoryStore,
     down: std::sync::atomic::AtomicBool,
+    /// Loads fail while set, and are counted.
+    load_down: std::sync::atomic::AtomicBool,
+    loads: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
 impl plait_store::Store for FlakyStore {
     async fn load_room(&self, room: &str) -> Result<plait_store::StoredRoom, plait_store::Error> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.load_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(plait_store::Error::GroupCommit("down for the test".into()));
+        }
         self.inner.load_room(room).await
     }
     async fn append_updates(
@@ -793,4 +800,26 @@ async fn an_expired_token_closes_its_document() {
     // The closed document's frames are dropped until a new token.
     v4.send(hp::encode_update("short", &edit(&doc, "y")));
     v4.quiet("short", 300).await;
+}
+
+#[tokio::test]
+async fn a_room_that_cannot_load_closes_the_socket_once() {
+    let store = Arc::new(FlakyStore::default());
+    store
+        .load_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let server = TestServer::start_with(store.clone(), |_| {}).await;
+    let mut p = Provider::connect(&server).await;
+    p.attach("unloadable", "", None, &Doc::new());
+    let (code, reason) = p.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (1013, "storage unavailable: try again later")
+    );
+    // The same for y-websocket; and neither retried the load in a loop meanwhile.
+    let y = TestClient::connect_raw(&server.url("unloadable"), Doc::new()).await;
+    assert_eq!(y.wait_closed().await.0, 1013);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let loads = store.loads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(loads <= 4, "{loads} loads");
 }
