@@ -823,3 +823,20 @@ async fn a_room_that_cannot_load_closes_the_socket_once() {
     let loads = store.loads.load(std::sync::atomic::Ordering::SeqCst);
     assert!(loads <= 4, "{loads} loads");
 }
+
+#[tokio::test]
+async fn relaxed_durability_confirms_once_applied() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.durability = plait_server::Durability::RelaxedMayLoseRecentEdits;
+    })
+    .await;
+    let mut p = Provider::connect(&server).await;
+    let doc = Doc::new();
+    p.attach("relaxed", "", None, &doc);
+    p.until("relaxed", is_step2).await;
+    for word in ["one", "two", "three"] {
+        p.send(hp::encode_update("relaxed", &edit(&doc, word)));
+        p.until("relaxed", |m| *m == ServerMessage::SyncStatus(true))
+            .await;
+    }
+}
