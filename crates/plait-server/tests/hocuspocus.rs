@@ -840,3 +840,31 @@ async fn relaxed_durability_confirms_once_applied() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn awareness_carries_the_documents_verified_user() {
+    let server = auth_server().await;
+    let mut p = Provider::connect(&server).await;
+    let doc = Doc::new();
+    // The token's user is "ann"; the provider claims to be someone else.
+    p.attach("who", &token(&["who"], Right::Write), None, &doc);
+    p.until("who", is_step2).await;
+    let forged = AwarenessEntry {
+        client: 4242,
+        clock: 1,
+        state: r#"{"user":{"name":"mallory","verified":true}}"#.into(),
+    };
+    let payload = plait_protocol::awareness::encode_entries([forged].iter());
+    p.send(hp::encode_awareness("who", &payload));
+    let m = p
+        .until("who", |m| {
+            matches!(m, ServerMessage::Awareness(u) if u.entries.iter().any(|e| e.client == 4242))
+        })
+        .await;
+    let ServerMessage::Awareness(u) = m else {
+        unreachable!()
+    };
+    let state: serde_json::Value = serde_json::from_str(&u.entries[0].state).unwrap();
+    assert_eq!(state["user"]["name"], "ann");
+    assert_eq!(state["user"]["verified"], true);
+}

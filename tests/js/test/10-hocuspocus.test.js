@@ -269,6 +269,32 @@ for (const major of Object.keys(MAJORS)) {
   })
 }
 
+for (const major of Object.keys(MAJORS)) {
+  test(`hocuspocus ${major}: a restart loses nothing; the provider reconnects by itself and sends its offline edits`, { skip: SKIP }, async (t) => {
+    const server = await startHocusServer(t, { persistent: true })
+    await withServerLog(server, async () => {
+      const room = uniqueRoom(`hp-restart-${major}`)
+      const a = await hocusSynced(hocus(t, server, major, room))
+      a.document.getText('text').insert(0, 'before')
+      await noUnsynced(a)
+      await server.stop('SIGTERM')
+      // Offline: counted as unsynced, and nowhere to confirm it.
+      a.document.getText('text').insert(6, ' offline')
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.ok(a.unsyncedChanges > 0, `unsynced while the server is down (${a.unsyncedChanges})`)
+      await server.start()
+      await waitFor(() => a.unsyncedChanges === 0 && a.synced, {
+        timeout: 30000,
+        message: () => `reconnected and confirmed (unsynced=${a.unsyncedChanges} synced=${a.synced})`
+      })
+      // A fresh provider reads both edits from the restarted server.
+      const b = await hocusSynced(hocus(t, server, major, room))
+      await converge([a.document, b.document], 'after the restart')
+      assert.equal(b.document.getText('text').toString(), 'before offline')
+    })
+  })
+}
+
 test('hocuspocus: v2, v3 and v4 providers edit one room together', { skip: SKIP }, async (t) => {
   const server = await startHocusServer(t)
   await withServerLog(server, async () => {
