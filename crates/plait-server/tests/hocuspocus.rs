@@ -539,6 +539,28 @@ async fn malformed_frames_close_with_1007() {
             "update garbage",
             hp::encode_update("d", &[0xff; 8]).to_vec(),
         ),
+        // One entry: client 1, clock 1, state "{".
+        (
+            "awareness state not JSON",
+            hp::encode_awareness("d", &[1, 1, 1, 1, b'{']).to_vec(),
+        ),
+        ("auth sub-type 9", {
+            let mut f = Vec::new();
+            plait_protocol::lib0::write_str(&mut f, "d");
+            f.extend_from_slice(&[2, 9]);
+            f
+        }),
+        ("stateless cut short", {
+            let mut f = hp::encode_stateless("d", "twelve bytes").to_vec();
+            f.truncate(f.len() - 3);
+            f
+        }),
+        ("sync sub-type 3", {
+            let mut f = Vec::new();
+            plait_protocol::lib0::write_str(&mut f, "d");
+            f.extend_from_slice(&[0, 3, 0]);
+            f
+        }),
     ];
     for (what, frame) in frames {
         let mut p = Provider::connect(&server).await;
