@@ -613,40 +613,55 @@ impl Socket {
         let inbound = match message {
             // SyncReply is what Hocuspocus servers send each other; they accept it from
             // anyone, and the room answers a step 1 with a step 2 only either way.
-            ProviderMessage::Sync(sync) | ProviderMessage::SyncReply(sync) => match sync {
-                SyncMessage::Step1(sv) => {
-                    count_in("sync_step1");
-                    Inbound::Step1(StateVector::decode_v1(&sv).map_err(|_| MALFORMED)?)
-                }
-                SyncMessage::Step2(u) | SyncMessage::Update(u) => {
-                    count_in("update");
-                    let update = Update::decode_v1(&u).map_err(|_| MALFORMED)?;
-                    // Hocuspocus confirms every step 2 and update, and a provider counts its
-                    // first step 2 as one unsynced change. The room confirms only what it
-                    // stores, and an empty update (a provider with nothing new) stores
-                    // nothing: it is confirmed here.
-                    if update.is_empty() {
-                        let status = hp::encode_sync_status(address.as_str(), true);
-                        self.send(status);
-                        return Ok(());
+            ProviderMessage::Sync(sync) | ProviderMessage::SyncReply(sync) => {
+                let is_step2 = matches!(sync, SyncMessage::Step2(_));
+                match sync {
+                    SyncMessage::Step1(sv) => {
+                        count_in("sync_step1");
+                        Inbound::Step1(StateVector::decode_v1(&sv).map_err(|_| MALFORMED)?)
                     }
-                    if doc.scope == Scope::ReadOnly {
-                        protocol_error("read_only");
-                        let status = hp::encode_sync_status(address.as_str(), false);
-                        self.send(status);
-                        return Ok(());
+                    SyncMessage::Step2(u) | SyncMessage::Update(u) => {
+                        count_in("update");
+                        let update = Update::decode_v1(&u).map_err(|_| MALFORMED)?;
+                        let status = |applied| hp::encode_sync_status(address.as_str(), applied);
+                        // Hocuspocus confirms every step 2 and update, and a provider counts its
+                        // step 2 as one unsynced change. The room confirms only what it stores, and
+                        // an empty update (a provider with nothing new) stores nothing: it is
+                        // confirmed here.
+                        if update.is_empty() {
+                            queue(&self.outbox, &self.control, status(true));
+                            return Ok(());
+                        }
+                        // A step 2 carries the provider's whole delete set, so after any deletion
+                        // the step 2 of a provider with nothing new is not empty, and the room
+                        // stores nothing for it (it never confirms a step 2 of deletions it has).
+                        // One without insertions is confirmed as it is sent; what it may hold that
+                        // is new (deletions made offline) is still applied and stored, just not
+                        // waited for.
+                        let deletions_only = is_step2 && update.insertions(true).is_empty();
+                        if doc.scope == Scope::ReadOnly {
+                            // As Hocuspocus: a read-only step 2 with nothing new is fine.
+                            if !deletions_only {
+                                protocol_error("read_only");
+                            }
+                            queue(&self.outbox, &self.control, status(deletions_only));
+                            return Ok(());
+                        }
+                        if deletions_only {
+                            queue(&self.outbox, &self.control, status(true));
+                        }
+                        // The room counts the update's length while it holds it; a slice of a
+                        // frame padded after the message would hold more than it counts.
+                        let held =
+                            if u.len() + address.as_str().len() + FRAME_HEADER_SLACK < frame_len {
+                                Bytes::copy_from_slice(&u)
+                            } else {
+                                u
+                            };
+                        Inbound::Update(update, held)
                     }
-                    // The room counts the update's length while it holds it; a slice of a
-                    // frame padded after the message would hold more than it counts.
-                    let held = if u.len() + address.as_str().len() + FRAME_HEADER_SLACK < frame_len
-                    {
-                        Bytes::copy_from_slice(&u)
-                    } else {
-                        u
-                    };
-                    Inbound::Update(update, held)
                 }
-            },
+            }
             ProviderMessage::Awareness(update) => {
                 count_in("awareness");
                 Inbound::Awareness(update.entries)
@@ -711,9 +726,14 @@ impl Socket {
     /// Queues a frame of the reader's (auth answers, sync status); a full outbox closes the
     /// socket as slow.
     fn send(&self, frame: Bytes) {
-        if let Err(TrySendError::Full(_)) = self.outbox.try_send(frame) {
-            self.control.close(Close::SLOW_CONSUMER);
-        }
+        queue(&self.outbox, &self.control, frame);
+    }
+}
+
+/// [`Socket::send`], for callers that hold another field of the socket borrowed.
+fn queue(outbox: &Outbox, control: &CloseSignal, frame: Bytes) {
+    if let Err(TrySendError::Full(_)) = outbox.try_send(frame) {
+        control.close(Close::SLOW_CONSUMER);
     }
 }
 

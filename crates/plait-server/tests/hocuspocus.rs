@@ -890,3 +890,48 @@ async fn awareness_carries_the_documents_verified_user() {
     assert_eq!(state["user"]["name"], "ann");
     assert_eq!(state["user"]["verified"], true);
 }
+
+/// A provider's sync step 2 always carries its document's whole delete set: once anything was
+/// deleted, the step 2 of a reconnecting provider with nothing new is not an empty update, and
+/// the room stores nothing for it. It must still be confirmed, or the provider's unsynced count
+/// never returns to 0.
+#[tokio::test]
+async fn a_step2_of_known_deletions_only_is_confirmed() {
+    let server = TestServer::start().await;
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("t");
+    {
+        let mut p = Provider::connect(&server).await;
+        p.attach("deleted", "", None, &doc);
+        p.until("deleted", is_step2).await;
+        for update in [edit(&doc, "hello world"), {
+            let mut txn = doc.transact_mut();
+            text.remove_range(&mut txn, 0, 6);
+            txn.encode_update_v1()
+        }] {
+            p.send(hp::encode_update("deleted", &update));
+            p.until("deleted", |m| *m == ServerMessage::SyncStatus(true))
+                .await;
+        }
+    }
+    // Reconnect: the server's step 1, and the provider's step 2 against it.
+    let mut p = Provider::connect(&server).await;
+    p.attach("deleted", "", None, &doc);
+    let sv = match p
+        .until("deleted", |m| {
+            matches!(m, ServerMessage::Sync(SyncMessage::Step1(_)))
+        })
+        .await
+    {
+        ServerMessage::Sync(SyncMessage::Step1(sv)) => yrs::StateVector::decode_v1(&sv).unwrap(),
+        _ => unreachable!(),
+    };
+    let step2 = doc.transact().encode_state_as_update_v1(&sv);
+    assert!(
+        !Update::decode_v1(&step2).unwrap().is_empty(),
+        "carries the delete set"
+    );
+    p.send(hp::encode_sync_step2("deleted", &step2));
+    p.until("deleted", |m| *m == ServerMessage::SyncStatus(true))
+        .await;
+}
