@@ -275,7 +275,9 @@ for (const major of Object.keys(MAJORS)) {
     await withServerLog(server, async () => {
       const room = uniqueRoom(`hp-restart-${major}`)
       const a = await hocusSynced(hocus(t, server, major, room))
-      a.document.getText('text').insert(0, 'before')
+      // With a deletion: from now on every step 2 of the provider carries a delete set.
+      a.document.getText('text').insert(0, 'before!!')
+      a.document.getText('text').delete(6, 2)
       await noUnsynced(a)
       await server.stop('SIGTERM')
       // Offline: counted as unsynced, and nowhere to confirm it.
@@ -291,6 +293,14 @@ for (const major of Object.keys(MAJORS)) {
       const b = await hocusSynced(hocus(t, server, major, room))
       await converge([a.document, b.document], 'after the restart')
       assert.equal(b.document.getText('text').toString(), 'before offline')
+      // Again with nothing new: the step 2 holds known deletions only, and is confirmed.
+      await server.stop('SIGTERM')
+      await waitFor(() => !a.synced, { message: 'the provider noticed the server went away' })
+      await server.start()
+      await waitFor(() => a.unsyncedChanges === 0 && a.synced, {
+        timeout: 30000,
+        message: () => `reconnected with nothing new (unsynced=${a.unsyncedChanges} synced=${a.synced})`
+      })
     })
   })
 }
