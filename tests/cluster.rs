@@ -662,3 +662,74 @@ async fn poisoned_bus_messages_are_dropped() {
     let metrics = a.get("/metrics").await.unwrap();
     assert!(metrics.contains("plait_bus_invalid_total"), "{metrics}");
 }
+
+/// Issue 15: a Hocuspocus provider on process A and a y-websocket client on process B edit one
+/// room, both ways, and the provider's edit is confirmed (stored) by A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hocuspocus_provider_and_a_y_websocket_client_on_two_processes_share_a_room() {
+    use futures_util::{SinkExt, StreamExt};
+    use plait_protocol::hocuspocus::{self as hp, ServerFrame, ServerMessage};
+    use plait_protocol::SyncMessage;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    use yrs::{GetString, Text};
+
+    let Some(db) = database("cluster_hocuspocus").await else {
+        return;
+    };
+    let prefix = unique("hocuspocus");
+    let a = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let b = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let on_b = TestClient::connect(&b.url("shared")).await;
+    let (ws, _) = tokio_tungstenite::connect_async(a.url("hocuspocus"))
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("t");
+    let binary = |b: bytes::Bytes| WsMessage::Binary(b);
+    sink.send(binary(hp::encode_token("shared", "", Some("4.8.0"))))
+        .await
+        .unwrap();
+    let sv = doc.transact().state_vector().encode_v1();
+    sink.send(binary(hp::encode_sync_step1("shared", &sv)))
+        .await
+        .unwrap();
+    let update = {
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, "from hocuspocus on A");
+        txn.encode_update_v1()
+    };
+    sink.send(binary(hp::encode_update("shared", &update)))
+        .await
+        .unwrap();
+    on_b.wait_text("from hocuspocus on A").await;
+    on_b.insert(0, "B: ");
+    let mut confirmed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(confirmed && text.get_string(&doc.transact()) == "B: from hocuspocus on A") {
+        let frame = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the y-websocket edit and the sync status in time")
+            .expect("socket open")
+            .unwrap();
+        let WsMessage::Binary(data) = frame else {
+            continue;
+        };
+        match ServerFrame::decode(&data, &plait_protocol::Limits::default()).unwrap() {
+            ServerFrame::Document {
+                message: ServerMessage::SyncStatus(true),
+                ..
+            } => confirmed = true,
+            ServerFrame::Document {
+                message: ServerMessage::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)),
+                ..
+            } => {
+                let u = yrs::Update::decode_v1(&u).unwrap();
+                doc.transact_mut().apply_update(u).unwrap();
+            }
+            _ => {}
+        }
+    }
+}

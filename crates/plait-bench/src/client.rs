@@ -155,7 +155,12 @@ impl Target {
             .read_buffer_size(8 * 1024)
             .max_message_size(Some(256 << 20))
             .max_frame_size(Some(256 << 20));
-        let url = format!("{}/{}", self.base, room);
+        // Hocuspocus names the document in every frame, not in the URL: the URL is the
+        // endpoint as given (any path for Hocuspocus itself, `/hocuspocus` for plait).
+        let url = match self.protocol {
+            Protocol::Hocuspocus => self.base.clone(),
+            Protocol::YWebsocket => format!("{}/{}", self.base, room),
+        };
         let (inner, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .context("websocket handshake")?;

@@ -247,39 +247,64 @@ impl Access {
             info!(path = %auth::redact_query(uri), "refused: origin not allowed");
             return Err(Refusal::Origin);
         }
-        let grant = match &access.auth {
-            None => Grant {
-                right: Right::Write,
-                user: None,
-                expires_at: None,
-                token: TokenId::default(),
-            },
-            Some(authenticator) => {
-                let token = auth::token_from_request(headers, uri);
-                match authenticator.authorize(token.as_deref(), room, Right::Read) {
-                    Ok(claims) if access.is_revoked(&claims) => {
-                        info!(path = %auth::redact_query(uri), "refused upgrade: token revoked");
-                        return Err(Refusal::Unauthenticated);
-                    }
-                    Ok(claims) => Grant {
-                        right: claims.right,
-                        token: TokenId::of(&claims),
-                        user: claims.user,
-                        expires_at: Some(claims.exp.saturating_add(authenticator.leeway_secs())),
-                    },
-                    Err(e) => {
-                        // The reason only: never the token, never the query string.
-                        info!(path = %auth::redact_query(uri), reason = %e, "refused upgrade");
-                        return Err(match e {
-                            AuthError::Forbidden => Refusal::Forbidden,
-                            _ => Refusal::Unauthenticated,
-                        });
-                    }
-                }
+        let token = match access.auth {
+            None => None,
+            Some(_) => auth::token_from_request(headers, uri),
+        };
+        let grant = match access.grant(token.as_deref(), room) {
+            Ok(grant) => grant,
+            Err(e) => {
+                // The reason only: never the token, never the query string.
+                info!(path = %auth::redact_query(uri), reason = %e, "refused upgrade");
+                return Err(match e {
+                    AuthError::Forbidden => Refusal::Forbidden,
+                    _ => Refusal::Unauthenticated,
+                });
             }
         };
         let permit = ConnPermit::acquire(shared, peer)?;
         Ok((grant, permit))
+    }
+
+    /// What `token` grants in `room`: the rule of every surface that reads rooms (right
+    /// `read` at least). With auth off, everything, without a token.
+    ///
+    /// # Errors
+    /// Why the token does not grant the room.
+    pub(crate) fn grant(&self, token: Option<&str>, room: &str) -> Result<Grant, AuthError> {
+        let Some(authenticator) = &self.auth else {
+            return Ok(Grant {
+                right: Right::Write,
+                user: None,
+                expires_at: None,
+                token: TokenId::default(),
+            });
+        };
+        let claims = authenticator.authorize(token, room, Right::Read)?;
+        if self.is_revoked(&claims) {
+            return Err(AuthError::Invalid("token revoked"));
+        }
+        Ok(Grant {
+            right: claims.right,
+            token: TokenId::of(&claims),
+            user: claims.user,
+            expires_at: Some(claims.exp.saturating_add(authenticator.leeway_secs())),
+        })
+    }
+
+    /// Checks an upgrade that carries no room (the Hocuspocus endpoint, whose documents are
+    /// authorized one by one inside the socket): origin and connection caps only.
+    pub(crate) fn admit_socket(
+        shared: &Arc<Shared>,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: Option<IpAddr>,
+    ) -> Result<ConnPermit, Refusal> {
+        if !shared.access.origin_allowed(headers) {
+            info!(path = %auth::redact_query(uri), "refused: origin not allowed");
+            return Err(Refusal::Origin);
+        }
+        ConnPermit::acquire(shared, peer)
     }
 
     /// Browsers always send `Origin` on a WebSocket upgrade; other clients need not, and cannot

@@ -136,6 +136,13 @@ pub struct Config {
     #[arg(long, env = "PLAIT_MAX_ROOM_NAME_BYTES", default_value_t = 256)]
     pub max_room_name_bytes: usize,
 
+    /// Documents one Hocuspocus socket (`/hocuspocus`) may have attached at once; a provider
+    /// that attaches one more is answered permission-denied for it, and its other documents
+    /// stay. Every attached document is a room membership with its own outbox, so this is
+    /// what bounds one socket's cost.
+    #[arg(long, env = "PLAIT_MAX_DOCUMENTS_PER_CONNECTION", default_value_t = 64)]
+    pub max_documents_per_connection: usize,
+
     /// Frames queued for one connection before it counts as a slow consumer and is closed
     /// (code 1013; the client reconnects and resyncs). Memory is bounded by
     /// --max-outbox-bytes; this counts frames (32 bytes of queue each, the bytes are shared
@@ -311,6 +318,9 @@ impl Config {
             return Err(
                 "--webhook-max-attempts and --webhook-debounce-ms must be at least 1".into(),
             );
+        }
+        if self.max_documents_per_connection == 0 {
+            return Err("--max-documents-per-connection must be at least 1".into());
         }
         if self.outbox_frames == 0 {
             return Err("--outbox-frames must be at least 1".into());

@@ -2,7 +2,7 @@
 //! writer that drains the connection's outbox, many frames per flush.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -25,19 +25,24 @@ use crate::Shared;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// A connection id no other connection (or Hocuspocus document) of this process has.
+pub(crate) fn next_conn_id() -> ConnId {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
 /// How long a closing connection waits for the peer's close frame (or for its own writer)
 /// before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 const PROTOCOL_ERROR: Close = Close {
     code: 1007,
     reason: "malformed message",
 };
-const TOO_BIG: Close = Close {
+pub(crate) const TOO_BIG: Close = Close {
     code: 1009,
     reason: "message too big",
 };
-const ROOMS_FULL: Close = Close {
+pub(crate) const ROOMS_FULL: Close = Close {
     code: 1013,
     reason: "server at room capacity: try again later",
 };
@@ -60,7 +65,7 @@ const MIN_WRITE_BYTES_PER_SEC: u64 = 64 * 1024;
 
 /// The keepalive: an awareness update with no entries. Every y-protocols client applies it
 /// as a no-op, and its watchdog counts it as a message received.
-const KEEPALIVE: &[u8] = &[0x01, 0x01, 0x00];
+pub(crate) const KEEPALIVE: &[u8] = &[0x01, 0x01, 0x00];
 
 /// What a client asked for in its WebSocket URL's query string.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,7 +103,7 @@ pub(crate) async fn serve(
     grant: Grant,
     permit: ConnPermit,
 ) {
-    let conn: ConnId = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let conn: ConnId = next_conn_id();
     let span = tracing::info_span!("conn", conn, room = %room);
     async move {
         // Holds this connection's place under the connection caps until the task ends.
@@ -123,6 +128,7 @@ pub(crate) async fn serve(
                     ping_interval: shared.ping_interval,
                     write_timeout: shared.write_timeout,
                     keepalive: shared.keepalive,
+                    keepalive_frame: Arc::new(OnceLock::from(Bytes::from_static(KEEPALIVE))),
                 },
             )
             .in_current_span(),
@@ -200,7 +206,7 @@ pub(crate) async fn serve(
 }
 
 /// Joins the room, asking the hub again if the instance it found was unloading.
-async fn join(
+pub(crate) async fn join(
     shared: &Arc<Shared>,
     room: &str,
     conn: ConnId,
@@ -236,6 +242,11 @@ async fn join(
         }
         if shared.shutdown.is_cancelled() {
             return Err(Close::GOING_AWAY);
+        }
+        // A room that could not load closes its queued joiners (storage unavailable) before
+        // dropping their `joined`: that is an answer, not an unloading room to retry.
+        if retry.control.is_closed() {
+            return Err(retry.control.closed().await);
         }
         *link = Some(retry);
         tokio::task::yield_now().await;
@@ -338,7 +349,7 @@ async fn read_loop(
     }
 }
 
-fn is_capacity_error(e: &axum::Error) -> bool {
+pub(crate) fn is_capacity_error(e: &axum::Error) -> bool {
     use std::error::Error as _;
     let mut source = e.source();
     while let Some(s) = source {
@@ -417,15 +428,19 @@ fn decode_message(
 }
 
 /// What the writer needs besides its channels.
-struct WriterConfig {
-    epoch: Instant,
+pub(crate) struct WriterConfig {
+    pub(crate) epoch: Instant,
     /// Milliseconds after `epoch` when the reader last heard from the peer.
-    last_heard: Arc<AtomicU64>,
-    ping_interval: Duration,
+    pub(crate) last_heard: Arc<AtomicU64>,
+    pub(crate) ping_interval: Duration,
     /// The deadline of one write, before the allowance for its size.
-    write_timeout: Duration,
-    /// Silence after which the peer is sent [`KEEPALIVE`]; `None`: never.
-    keepalive: Option<Duration>,
+    pub(crate) write_timeout: Duration,
+    /// Silence after which the peer is sent `keepalive_frame`; `None`: never.
+    pub(crate) keepalive: Option<Duration>,
+    /// The keepalive message ([`KEEPALIVE`] for y-websocket). Set later by a protocol that
+    /// learns it from the peer (a Hocuspocus socket only knows once a document is attached);
+    /// while unset, nothing is sent.
+    pub(crate) keepalive_frame: Arc<OnceLock<Bytes>>,
 }
 
 impl WriterConfig {
@@ -482,7 +497,7 @@ async fn write_frames(
 /// outbox and its socket forever. Ends after sending a close frame, when every sender of the
 /// outbox is gone, or when a write fails or passes its deadline (the socket is then dropped
 /// without a close frame, since it is not taking bytes).
-async fn write_loop(
+pub(crate) async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
     mut outbox: OutboxRx,
     control: CloseSignal,
@@ -530,10 +545,12 @@ async fn write_loop(
                 }
             }
             () = &mut keepalive, if config.keepalive.is_some() => {
-                let frame = WsMessage::Binary(Bytes::from_static(KEEPALIVE));
-                let deadline = config.deadline(KEEPALIVE.len());
-                if let Err(failed) = write_within(deadline, sink.send(frame)).await {
-                    break failed;
+                if let Some(frame) = config.keepalive_frame.get() {
+                    let deadline = config.deadline(frame.len());
+                    let frame = WsMessage::Binary(frame.clone());
+                    if let Err(failed) = write_within(deadline, sink.send(frame)).await {
+                        break failed;
+                    }
                 }
                 if let Some(k) = config.keepalive {
                     keepalive.as_mut().reset(tokio::time::Instant::now() + k);

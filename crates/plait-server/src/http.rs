@@ -38,6 +38,9 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
         ))
         .merge(crate::admin::routes())
         .merge(crate::kick::routes())
+        // Exactly this path; `/hocuspocus/x` and `/%68ocuspocus` (the y-websocket room named
+        // `hocuspocus`, see `hocuspocus_room_path`) still reach the fallback.
+        .route(crate::hocuspocus::PATH, get(hocuspocus))
         .fallback(room_or_file)
         .with_state(shared)
 }
@@ -197,6 +200,45 @@ async fn room_or_file(
             tracker.track_future(connection::serve(
                 socket, room, options, shared, grant, permit,
             ))
+        })
+}
+
+/// The Hocuspocus endpoint: origin and connection caps at the upgrade; tokens and rooms are
+/// checked per document inside the socket (see `hocuspocus`).
+async fn hocuspocus(
+    State(shared): State<Arc<Shared>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Response {
+    let Ok(mut ws) = ws else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the Hocuspocus endpoint takes WebSocket upgrades only\n",
+        )
+            .into_response();
+    };
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let permit = match Access::admit_socket(&shared, &headers, &uri, peer) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
+    };
+    // Browsers fail a handshake that offered subprotocols and got none back.
+    let chosen = ws.requested_protocols().next().cloned();
+    if let Some(chosen) = chosen {
+        ws.set_selected_protocol(chosen);
+    }
+    let max = shared.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| {
+            let tracker = shared.tracker.clone();
+            tracker.track_future(crate::hocuspocus::serve(socket, shared, permit))
         })
 }
 

@@ -5,6 +5,8 @@
 //! - `http`: the router: WebSocket upgrade at `/{room}`, `/healthz`, `/readyz`, `/metrics`,
 //!   the embedded demo.
 //! - `connection`: one socket: a reader that decodes and forwards, a writer that drains.
+//! - `hocuspocus`: one socket of `@hocuspocus/provider` clients at `/hocuspocus`, several
+//!   documents (rooms) over it, each authorized and joined on its own.
 //! - `hub`: the registry of loaded rooms.
 //! - `budget`: the process-wide budget of large messages in flight.
 //! - `room`: the room actor that owns a document, its awareness, its CRDT values and its
@@ -31,6 +33,7 @@ mod conn;
 mod connection;
 pub mod docs;
 mod documents_api;
+mod hocuspocus;
 mod http;
 mod hub;
 mod kick;
@@ -79,6 +82,10 @@ pub(crate) struct Shared {
     /// drops the message.
     inflight: Arc<budget::InflightBytes>,
     max_room_name_bytes: usize,
+    /// Documents one Hocuspocus socket may have attached (`--max-documents-per-connection`).
+    max_documents_per_connection: usize,
+    /// The Hocuspocus documents attached on this process, by room, for stateless messages.
+    hocuspocus: hocuspocus::Registry,
     shutdown_timeout_ms: u64,
     /// Cancelled once, when the server starts shutting down; rooms flush and close on it.
     shutdown: CancellationToken,
@@ -190,6 +197,8 @@ pub async fn run(
         max_message_bytes: config.message_limit_bytes(),
         inflight: Arc::new(budget::InflightBytes::new(config.max_inflight_bytes)),
         max_room_name_bytes: config.max_room_name_bytes,
+        max_documents_per_connection: config.max_documents_per_connection,
+        hocuspocus: hocuspocus::Registry::default(),
         shutdown_timeout_ms: config.shutdown_timeout_ms,
         shutdown: token.clone(),
         tracker: TaskTracker::new(),

@@ -47,6 +47,15 @@ pub(crate) const BUS_INVALID: &str = "plait_bus_invalid_total";
 /// Times a room caught up from the store (a gap in seqs, or polling while the bus is down).
 pub(crate) const BUS_CATCH_UPS: &str = "plait_bus_catch_ups_total";
 
+/// Open sockets of the Hocuspocus endpoint (gauge; also counted in [`CONNECTIONS`]).
+pub(crate) const HOCUSPOCUS_CONNECTIONS: &str = "plait_hocuspocus_connections";
+/// Documents attached (authenticated and joined) over Hocuspocus sockets (gauge).
+pub(crate) const HOCUSPOCUS_DOCUMENTS: &str = "plait_hocuspocus_documents";
+/// Hocuspocus messages received, by type.
+pub(crate) const HOCUSPOCUS_MESSAGES_IN: &str = "plait_hocuspocus_messages_in_total";
+/// Hocuspocus document authentications, by result (`read-write`, `readonly`, or why refused).
+pub(crate) const HOCUSPOCUS_AUTH: &str = "plait_hocuspocus_auth_total";
+
 /// Installs the process-wide recorder once and returns the handle that renders it. Several
 /// servers in one process (tests) share it.
 pub(crate) fn handle() -> PrometheusHandle {
