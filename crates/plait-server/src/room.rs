@@ -11,7 +11,6 @@
 //! `put_values` before their states go out (strict durability; relaxed stores them on the
 //! flush timer), and their states are sent only to members that opted in.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +25,7 @@ use plait_store::{Snapshot, SnapshotKind};
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, error, info, warn, Instrument};
-use yrs::updates::decoder::Decode;
-use yrs::{StateVector, Transact, Update};
+use yrs::{StateVector, Update};
 
 use crate::budget::InflightBytes;
 pub(crate) use crate::conn::{Close, ConnId};
@@ -720,18 +718,13 @@ impl Room {
         // What is being written is part of what gets re-applied if the write fails.
         self.settle_commit().await;
         match deadline(LOAD_TIMEOUT, self.shared.store.load_room(&self.name)).await {
-            Ok(stored) => self.core.load(stored),
-            Err(e) => error!(error = %e, "reload failed; keeping an empty document until retry"),
-        }
-        // What was applied but not committed is re-applied; it was validated before.
-        let mut txn = self.core.doc.transact_mut();
-        for data in self.core.ledger.uncommitted() {
-            if let Ok(u) = Update::decode_v1(data) {
-                let _ = catch_unwind(AssertUnwindSafe(|| txn.apply_update(u)));
+            Ok(stored) => self.core.reload(stored),
+            Err(e) => {
+                error!(error = %e, "reload failed; keeping the document and retrying");
+                self.core.needs_reload = true;
             }
         }
-        drop(txn);
-        // ...and written: it was applied meanwhile, and its frames wait for it.
+        // What was applied meanwhile is written: its frames wait for it.
         self.start_commit();
     }
 
@@ -877,7 +870,7 @@ mod values_tests {
             inflight: Arc::new(InflightBytes::new(4 * INBOX_BYTES)),
         };
         let update = |len: usize| {
-            let empty = Update::decode_v1(&[0, 0]).unwrap();
+            let empty = Update::new();
             Inbound::Update(empty, Bytes::from(vec![0u8; len]))
         };
         handle

@@ -210,6 +210,29 @@ impl RoomCore {
         }
     }
 
+    /// Rebuilds the document from the store (after yrs panicked), applies again what was
+    /// applied but not stored, and sends the members what the store held that they lacked:
+    /// other processes' updates the room had not relayed yet would otherwise never reach them
+    /// (their seqs are now covered, so the bus and catch-ups skip them).
+    pub(super) fn reload(&mut self, stored: StoredRoom) {
+        let before = self.doc.transact().state_vector();
+        self.load(stored);
+        {
+            let mut txn = self.doc.transact_mut();
+            for data in self.ledger.uncommitted() {
+                // Validated when it arrived.
+                if let Ok(u) = Update::decode_v1(data) {
+                    let _ = catch_unwind(AssertUnwindSafe(|| txn.apply_update(u)));
+                }
+            }
+        }
+        // Only stored content: the uncommitted is in `before` too.
+        let missed = self.doc.transact().encode_state_as_update_v1(&before);
+        if missed.len() > 2 {
+            self.broadcast(&encode_update(&missed), None);
+        }
+    }
+
     /// Removes the awareness states not renewed in time and queues their removal.
     pub(super) fn expire_awareness(&mut self, now: Instant) {
         let expired = self.awareness.expire(now);

@@ -1,7 +1,9 @@
 //! A deterministic simulation of the room core ([`super::core::RoomCore`]), in the manner of
 //! FoundationDB's and TigerBeetle's: a seeded schedule of joins, leaves, kicks, edits, sync
-//! step 1s, awareness, store writes that succeed, fail or stay slow, store outages, reloads
-//! from the store, time passing, and members that read their outbox rarely or never. This
+//! step 1s, store writes that succeed, fail or stay slow, store outages, reloads from the
+//! store, another process committing to the same store and publishing on a bus that reorders,
+//! duplicates and loses messages (with the shell's gap catch-up and safety poll), time passing,
+//! and members that read their outbox rarely or never. This
 //! module plays the shell (the store is a log in memory) and every member's client (a yrs
 //! document fed by the frames the room queued for it).
 //!
@@ -125,10 +127,13 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
     let mut writing: Option<Vec<Bytes>> = None;
     let mut healthy = true;
     let mut clients: HashMap<ConnId, Client> = HashMap::new();
+    // Another process's document, and its bus messages not yet delivered: (seq, update).
+    let remote = Doc::with_client_id(1_000_000);
+    let mut bus: Vec<(u64, Bytes)> = Vec::new();
     let mut next_conn: ConnId = 1;
     for step in 0..steps {
         let ctx = || format!("seed {seed}, step {step}");
-        match rng.below(16) {
+        match rng.below(19) {
             // A client joins and sends its sync step 1.
             0 | 1 if clients.len() < 6 => {
                 let conn = next_conn;
@@ -221,13 +226,43 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
             // Time passes; the store goes down or comes back; awareness.
             13 => now += Duration::from_millis(rng.below(2_000)),
             14 => healthy = rng.below(3) != 0,
+            // Another process, sharing the store, commits an edit and publishes it.
+            15 => {
+                let t = remote.get_or_insert_text("t");
+                let update = {
+                    let mut txn = remote.transact_mut();
+                    let len = t.get_string(&txn).chars().count() as u32;
+                    let at = rng.below(u64::from(len) + 1) as u32;
+                    t.insert(&mut txn, at, &format!("r:{step};"));
+                    txn.encode_update_v1()
+                };
+                log.push(Bytes::from(update));
+                bus.push((log.len() as u64, log.last().unwrap().clone()));
+            }
+            // The bus delivers a message: any one of those queued (reordered), sometimes
+            // twice (duplicated), sometimes never (lost).
+            16 => {
+                if !bus.is_empty() {
+                    let at = rng.below(bus.len() as u64) as usize;
+                    let (seq, data) = if rng.below(4) == 0 {
+                        bus[at].clone()
+                    } else {
+                        bus.swap_remove(at)
+                    };
+                    if rng.below(6) != 0 {
+                        bus_message(&mut core, &log, seq, &data);
+                    }
+                }
+            }
+            // The safety poll (or a reconnected bus) catches up from the store.
+            17 => catch_up(&mut core, &log, None),
             // The room reloads from the store (as after a yrs panic): the write under way
             // settles first, then the document is rebuilt and the uncommitted re-applied.
             _ => {
                 if let Some(updates) = writing.take() {
                     finish_write(&mut core, &mut log, updates, healthy, now);
                 }
-                core.load(StoredRoom {
+                core.reload(StoredRoom {
                     snapshot: None,
                     updates: log
                         .iter()
@@ -240,12 +275,6 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
                     last_seq: log.len() as u64,
                 });
                 let uncommitted: Vec<Bytes> = core.ledger.uncommitted().cloned().collect();
-                {
-                    let mut txn = core.doc.transact_mut();
-                    for data in &uncommitted {
-                        txn.apply_update(Update::decode_v1(data).unwrap()).unwrap();
-                    }
-                }
                 let mut expected = log.clone();
                 expected.extend(uncommitted);
                 assert_eq!(
@@ -299,6 +328,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
         assert!(rounds < 100, "seed {seed}: the ledger never empties");
     }
     assert!(core.ledger.is_clean(), "seed {seed}");
+    catch_up(&mut core, &log, None);
     let store = store_doc(&log);
     assert_eq!(state_vector(&core.doc), state_vector(&store), "seed {seed}");
     for (conn, client) in clients.iter_mut() {
@@ -323,12 +353,49 @@ fn finish_write(
     now: Instant,
 ) {
     if ok {
+        let first = log.len() as u64 + 1;
         log.extend(updates);
         core.commit_succeeded();
+        // As `committed_seqs`: seqs another process took in between are caught up first, so
+        // `last_seq` never covers rows the document lacks.
+        if first != core.last_seq + 1 {
+            catch_up(core, log, Some(first));
+        }
         core.last_seq = log.len() as u64;
         core.settled();
     } else {
         core.ledger.failed(now);
+    }
+}
+
+/// As the shell's catch-up from the store: applies the stored rows after `last_seq` (but the
+/// room's own, from `own_from` on, which it holds already) as updates from elsewhere.
+fn catch_up(core: &mut RoomCore, log: &[Bytes], own_from: Option<u64>) {
+    let rows: Vec<(Update, Bytes)> = log
+        .iter()
+        .enumerate()
+        .map(|(i, data)| (i as u64 + 1, data))
+        .filter(|(seq, _)| *seq > core.last_seq && own_from.is_none_or(|own| *seq < own))
+        .map(|(_, data)| (Update::decode_v1(data).unwrap(), data.clone()))
+        .collect();
+    assert!(core.apply_remote(rows), "yrs panicked on stored rows");
+    if own_from.is_none() {
+        core.last_seq = log.len() as u64;
+    }
+}
+
+/// As the shell's bus input: a message a seq behind is a repeat; one that follows is applied;
+/// one past a gap makes the room catch up from the store.
+fn bus_message(core: &mut RoomCore, log: &[Bytes], seq: u64, data: &Bytes) {
+    if seq <= core.last_seq {
+        return;
+    }
+    if seq == core.last_seq + 1 {
+        let update = Update::decode_v1(data).unwrap();
+        assert!(core.apply_remote(vec![(update, data.clone())]));
+        core.last_seq = seq;
+    } else {
+        catch_up(core, log, None);
     }
 }
 
