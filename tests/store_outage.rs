@@ -24,8 +24,17 @@ async fn database_outage_loses_nothing() {
     let Some(cluster) = pg::Cluster::start() else {
         return;
     };
-    let server =
-        binary::Server::start(&cluster.url(), &["--max-uncommitted-bytes", "200000"]).await;
+    // A small message limit too: the uncommitted bound is raised to at least one message.
+    let server = binary::Server::start(
+        &cluster.url(),
+        &[
+            "--max-uncommitted-bytes",
+            "200000",
+            "--max-message-bytes",
+            "65536",
+        ],
+    )
+    .await;
     let url = server.url("outage");
     let a = TestClient::connect(&url).await;
     let b = TestClient::connect(&url).await;
