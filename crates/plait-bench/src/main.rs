@@ -12,6 +12,7 @@ mod client;
 mod durability;
 mod fanout;
 mod hocuspocus;
+mod relay;
 mod rooms;
 mod stats;
 mod storm;
@@ -82,6 +83,8 @@ enum Cmd {
     Storm(storm::Opts),
     /// W writers acknowledged by an observer: updates/s and commit latency (strict vs relaxed).
     Durability(durability::Opts),
+    /// Run the raw relay server (the baseline): rooms by path, every frame to the others.
+    Relay(relay::Opts),
 }
 
 /// What every scenario gets.
@@ -217,6 +220,7 @@ fn main() -> Result<()> {
             Cmd::Bigdoc(o) => bigdoc::run(&ctx, o).await,
             Cmd::Storm(o) => storm::run(&ctx, o).await,
             Cmd::Durability(o) => durability::run(&ctx, o).await,
+            Cmd::Relay(o) => relay::run(&o).await,
         }
     })?;
     // Thousands of sockets close faster without waiting for every task to notice.

@@ -1,0 +1,126 @@
+//! `plait-bench relay`: the physical limit of a WebSocket fan-out on this machine, to measure
+//! plait against. Rooms by URL path; every binary frame is relayed, as it came, to the room's
+//! other connections: no yrs, no store, no awareness logic. The one thing it answers itself is
+//! a sync step 1, with an empty step 2, because the generator's clients wait for one before
+//! they count as connected.
+//!
+//! Like plait, each connection has a reader and a writer task and a bounded queue between the
+//! room and the writer; a full queue drops that connection (plait closes it as a slow consumer),
+//! so neither server can look faster by buffering without bound.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Frames queued per connection before it counts as a slow consumer (plait's
+/// `--outbox-frames` default).
+const QUEUE_FRAMES: usize = 4096;
+
+#[derive(clap::Args, Debug)]
+pub struct Opts {
+    /// The loopback port to listen on.
+    #[arg(long, default_value_t = 1235)]
+    port: u16,
+}
+
+/// Each room's connections: (id, queue to the connection's writer).
+type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>>>;
+
+/// Serves until killed.
+pub async fn run(opts: &Opts) -> Result<()> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    eprintln!("relay listening on {addr}");
+    let rooms: Rooms = Arc::default();
+    let next = AtomicU64::new(1);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let id = next.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve(stream, id, rooms.clone()));
+    }
+}
+
+// The handshake callback's error type is tungstenite's, however large.
+#[allow(clippy::result_large_err)]
+async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Rooms) {
+    let mut path = String::new();
+    let callback = |req: &Request, resp: Response| {
+        path = req.uri().path().trim_start_matches('/').to_owned();
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let room = path;
+    let (mut sink, mut source) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
+    rooms
+        .lock()
+        .unwrap()
+        .entry(room.clone())
+        .or_default()
+        .push((id, tx.clone()));
+    // The writer: every queued frame, then one flush.
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 64).await > 0 {
+            for frame in batch.drain(..) {
+                if sink.feed(Message::Binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(message)) = source.next().await {
+        let Message::Binary(frame) = message else {
+            continue;
+        };
+        if frame.starts_with(&[0, 0]) {
+            // An empty sync step 2, the answer to every sync step 1.
+            if tx.try_send(crate::client::step2_empty()).is_err() {
+                break;
+            }
+            continue;
+        }
+        let mut slow = Vec::new();
+        {
+            let rooms = rooms.lock().unwrap();
+            for (other, queue) in rooms.get(&room).into_iter().flatten() {
+                if *other != id && queue.try_send(frame.clone()).is_err() {
+                    slow.push(*other);
+                }
+            }
+        }
+        if !slow.is_empty() {
+            leave(&rooms, &room, &slow);
+        }
+    }
+    leave(&rooms, &room, &[id]);
+    writer.abort();
+}
+
+/// Removes connections from a room; dropping their queue ends their writer.
+fn leave(rooms: &Rooms, room: &str, ids: &[u64]) {
+    let mut rooms = rooms.lock().unwrap();
+    if let Some(members) = rooms.get_mut(room) {
+        members.retain(|(id, _)| !ids.contains(id));
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+    }
+}
