@@ -49,8 +49,8 @@ use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
 use crate::docs::TextAs;
-use crate::http::check_room_name;
 use crate::room::{AdminOp, Edit, RoomCmd, RoomError};
+use crate::room_name::check_room_name;
 use crate::Shared;
 
 /// The document routes, to merge into the router behind the room API's token guard.

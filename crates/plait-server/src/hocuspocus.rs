@@ -54,10 +54,10 @@ use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant, SessionGuard};
 use crate::auth::{AuthError, Right};
 use crate::conn::STORED_MARKER_TAG;
 use crate::connection::{self, WriterConfig, CLOSE_GRACE, TOO_BIG};
-use crate::http::check_room_name;
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, Outbox, OutboxRx};
 use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::room_name::check_room_name;
 use crate::Shared;
 
 /// The endpoint's path. Only this exact path: a y-websocket room named `hocuspocus` is

@@ -40,6 +40,7 @@ mod kick;
 mod metrics;
 mod outbox;
 mod room;
+mod room_name;
 mod serve;
 pub mod snapshot_file;
 pub mod stored_values;

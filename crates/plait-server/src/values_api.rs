@@ -26,9 +26,9 @@ use serde_json::{json, Map, Value as JsonValue};
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use crate::http::{check_room_name, RoomNameError};
 use crate::hub::HubError;
 use crate::room::{RoomCmd, ValuesError, ValuesReply, ValuesRequest};
+use crate::room_name::{check_room_name, RoomNameError};
 use crate::Shared;
 
 /// How often a request is re-sent to a room that unloaded while it was queued.

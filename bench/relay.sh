@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The physical limit (issue 17): fan-out through the raw relay (`plait-bench relay`: rooms by
+# path, every frame to the room's other connections, no yrs, no store) beside plait (SQLite,
+# strict durability), same generator, same run, interleaved ROUNDS times. Prints one JSON
+# record per measurement and writes them to bench/results/<date>-relay.jsonl.
+#
+#   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds
+#   CLIENTS=2000 ROUNDS=3 bench/relay.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+source bench/common.sh
+CLIENTS=${CLIENTS:-500}
+ROUNDS=${ROUNDS:-2}
+SECS=${SECS:-8}
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -p plait -p plait-bench 2>&1 | tail -n 1
+BENCH="$ROOT/target/release/plait-bench"
+OUT="$ROOT/bench/results/$(date +%F)-relay.jsonl"
+TMP=$(mktemp -d)
+PID=""
+trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+PORT=17600
+for round in $(seq 1 "$ROUNDS"); do
+  for kind in relay plait; do
+    for mode in rate closed; do
+      PORT=$((PORT + 1))
+      if [[ $kind == relay ]]; then
+        "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 &
+      else
+        start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log"
+      fi
+      PID=$!
+      wait_port "$PORT"
+      "$BENCH" --url "ws://127.0.0.1:$PORT" --server-pid "$PID" --label "$kind" --out "$OUT" \
+        fanout --clients "$CLIENTS" --mode "$mode" --duration "$SECS"
+      kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+    done
+  done
+  echo "round $round done" >&2
+done
+echo "records in $OUT" >&2
