@@ -19,9 +19,10 @@ use tracing::info;
 
 use crate::auth::{self, AuthError, Authenticator, Claims, Right};
 use crate::config::Config;
+use crate::conn::{Close, ConnId};
 use crate::metrics as m;
 use crate::outbox::{CloseSignal, Outbox};
-use crate::room::{Close, ConnId, Inbound};
+use crate::room::Inbound;
 use crate::Shared;
 
 /// How often a read-only connection is told `[2, 0, "read-only"]` at most; edits in between

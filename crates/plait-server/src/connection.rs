@@ -17,10 +17,11 @@ use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
 use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant};
+use crate::conn::{Close, ConnId};
 use crate::hub::HubError;
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, OutboxRx};
-use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::room::{Inbound, MemberLink, RoomCmd, RoomHandle};
 use crate::Shared;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);

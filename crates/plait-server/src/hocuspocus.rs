@@ -53,10 +53,11 @@ use yrs::{StateVector, Update};
 use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant, SessionGuard};
 use crate::auth::{AuthError, Right};
 use crate::conn::STORED_MARKER_TAG;
+use crate::conn::{Close, ConnId};
 use crate::connection::{self, WriterConfig, CLOSE_GRACE, TOO_BIG};
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, Outbox, OutboxRx};
-use crate::room::{Close, ConnId, Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::room::{Inbound, MemberLink, RoomCmd, RoomHandle};
 use crate::room_name::check_room_name;
 use crate::Shared;
 

@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use yrs::{StateVector, Update};
 
 use crate::budget::InflightBytes;
-pub(crate) use crate::conn::{Close, ConnId};
+use crate::conn::{Close, ConnId};
 use crate::metrics as m;
 use crate::outbox::{CloseSignal, Outbox};
 use crate::Shared;
