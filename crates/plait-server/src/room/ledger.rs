@@ -410,7 +410,7 @@ mod tests {
     }
 
     /// A sender whose update added nothing is told "stored" only once what was applied before
-    /// it is stored (duplicates and deletion-only step 2s were never
+    /// it is stored (helper-4's finding: duplicates and deletion-only step 2s were never
     /// confirmed, so a Hocuspocus provider's unsynced count stayed above 0).
     #[test]
     fn an_update_that_added_nothing_is_confirmed_after_what_is_ahead_of_it() {
