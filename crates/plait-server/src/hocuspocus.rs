@@ -635,9 +635,11 @@ impl Socket {
                             return Ok(());
                         }
                         // A step 2 carries the provider's whole delete set, so after any deletion
-                        // the step 2 of a provider with nothing new is not empty. The room
-                        // confirms it anyway, once what is ahead of it is stored (it confirms
-                        // every admitted update, one confirmation each).
+                        // the step 2 of a provider with nothing new is not empty, and the room
+                        // stores nothing for it (it never confirms a step 2 of deletions it has).
+                        // One without insertions is confirmed as it is sent; what it may hold that
+                        // is new (deletions made offline) is still applied and stored, just not
+                        // waited for.
                         let deletions_only = is_step2 && update.insertions(true).is_empty();
                         if doc.scope == Scope::ReadOnly {
                             // As Hocuspocus: a read-only step 2 with nothing new is fine.
@@ -646,6 +648,9 @@ impl Socket {
                             }
                             queue(&self.outbox, &self.control, status(deletions_only));
                             return Ok(());
+                        }
+                        if deletions_only {
+                            queue(&self.outbox, &self.control, status(true));
                         }
                         // The room counts the update's length while it holds it; a slice of a
                         // frame padded after the message would hold more than it counts.

@@ -519,19 +519,13 @@ impl RoomCore {
                 self.send(*conn, step1.clone());
             }
         }
-        // Nothing integrated (known content, or only pending): nothing to store or relay. Its
-        // senders are still told, once what is already waiting for the store is stored (a
-        // Hocuspocus provider counts one confirmation per update it sent).
+        // Nothing integrated (known content, or only pending): nothing to store or relay.
         if outcome.changes.len() <= 2 {
-            let senders = outcome.applied.iter().map(|(c, _)| *c).collect();
-            if let Some(now) = self.ledger.acknowledge(senders) {
-                self.ack(&now);
-            }
             return Applied::Nothing;
         }
         let entries: Vec<(Bytes, Vec<ConnId>)> = if outcome.involved_pending {
-            // One confirmation per update, not per sender.
-            let applied: Vec<ConnId> = outcome.applied.iter().map(|(c, _)| *c).collect();
+            let mut applied: Vec<ConnId> = outcome.applied.iter().map(|(c, _)| *c).collect();
+            applied.dedup();
             vec![(Bytes::from(outcome.changes), applied)]
         } else {
             let applied = outcome.applied.into_iter();

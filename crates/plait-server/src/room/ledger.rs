@@ -102,24 +102,6 @@ impl Ledger {
         }
     }
 
-    /// Senders of updates that added nothing to the document: they may be told "stored" once
-    /// everything applied before them is. Returns them when that is now (nothing waits, or
-    /// relaxed durability); otherwise they are told with the next write's acks.
-    pub(crate) fn acknowledge(&mut self, senders: Vec<ConnId>) -> Option<Vec<ConnId>> {
-        if !self.strict || self.is_clean() {
-            return Some(senders);
-        }
-        if self.pending.is_empty() {
-            // Only the write under way is ahead of them: they go with its acks.
-            if let Some(batch) = &mut self.in_flight {
-                batch.acks.extend(senders);
-            }
-        } else {
-            self.acks.extend(senders);
-        }
-        None
-    }
-
     /// Bytes the room holds because of uncommitted updates: the updates and their held
     /// frames, pending and in flight. `--max-uncommitted-bytes` bounds this.
     pub(crate) fn held_bytes(&self) -> usize {
@@ -407,28 +389,6 @@ mod tests {
             simulate(seed, true, 2_000);
             simulate(seed, false, 2_000);
         }
-    }
-
-    /// A sender whose update added nothing is told "stored" only once what was applied before
-    /// it is stored (helper-4's finding: duplicates and deletion-only step 2s were never
-    /// confirmed, so a Hocuspocus provider's unsynced count stayed above 0).
-    #[test]
-    fn an_update_that_added_nothing_is_confirmed_after_what_is_ahead_of_it() {
-        let t = Instant::now();
-        let mut ledger = Ledger::new(true);
-        assert_eq!(ledger.acknowledge(vec![7]), Some(vec![7]), "nothing ahead");
-        ledger.record(update(0), frame(0), vec![1]);
-        assert_eq!(ledger.acknowledge(vec![7]), None);
-        ledger.start(t).unwrap();
-        assert_eq!(
-            ledger.acknowledge(vec![8]),
-            None,
-            "the write under way is ahead"
-        );
-        assert_eq!(ledger.committed().acks, vec![1, 7, 8]);
-        let mut relaxed = Ledger::new(false);
-        relaxed.record(update(0), frame(0), vec![1]);
-        assert_eq!(relaxed.acknowledge(vec![7]), Some(vec![7]));
     }
 
     #[test]
