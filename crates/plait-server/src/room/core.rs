@@ -14,24 +14,21 @@
 //! - after a reload the document equals the store's content plus what is uncommitted;
 //! - the ledger holds at most `--max-uncommitted-bytes` plus one batch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use plait_crdt::{
-    encode_state, Action, ApplyError, Hlc, Kind, Op, ReplicaId, ServerMessage, SystemClock,
-    Update as ValueUpdate, Value, ValueError, Values, PLAIT_CRDT_MESSAGE,
-};
+use plait_crdt::{encode_state, Hlc, ReplicaId, SystemClock, Value, Values, PLAIT_CRDT_MESSAGE};
 use plait_protocol::awareness::encode_entries;
 use plait_protocol::message::{
     encode_awareness, encode_custom, encode_permission_denied, encode_sync_step1,
     encode_sync_step2, encode_update,
 };
 use plait_protocol::AwarenessEntry;
-use plait_store::{Snapshot, SnapshotKind, StoredRoom, StoredValue};
+use plait_store::{Snapshot, SnapshotKind, StoredRoom};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use yrs::updates::decoder::Decode;
@@ -40,10 +37,10 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
 
 use super::cluster::is_remote;
 use super::ledger::{Committed, Ledger};
-use super::{
-    conn_replica, current, values_frame, Inbound, Member, MemberLink, ValueSource, ValuesError,
-    ValuesReply, ValuesRequest, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR,
-};
+
+mod values;
+
+use super::{Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR};
 use crate::awareness::Awareness;
 use crate::config::{Durability, RoomConfig};
 use crate::conn::{Close, ConnId};
@@ -82,15 +79,6 @@ struct Transaction {
     pruned: bool,
     /// Whether updates with missing dependencies were pending before or after the batch.
     involved_pending: bool,
-}
-
-/// Value changes applied in memory and waiting for the store (see
-/// [`RoomCore::finish_value_ops`]).
-#[derive(Debug)]
-pub(crate) struct ValueBatch {
-    before: BTreeMap<String, Option<Value>>,
-    frames: Vec<Bytes>,
-    done: Vec<(ValueSource, String)>,
 }
 
 /// See the module documentation.
@@ -239,28 +227,6 @@ impl RoomCore {
         self.broadcast_awareness(&expired);
     }
 
-    /// Every changed value as a row for `put_values`.
-    pub(super) fn dirty_rows(&self) -> Vec<StoredValue> {
-        self.dirty_values
-            .iter()
-            .filter_map(|name| {
-                self.values.get(name).map(|v| StoredValue {
-                    name: name.clone(),
-                    kind: v.kind().as_str().to_owned(),
-                    state: Bytes::from(v.encode()),
-                })
-            })
-            .collect()
-    }
-
-    /// `put_values` stored the changed values and answered the merged rows.
-    pub(super) fn values_stored(&mut self, stored: Vec<StoredValue>) {
-        self.dirty_values.clear();
-        self.changed_since_history = true;
-        // What is stored now may hold other processes' changes too.
-        self.adopt_stored(stored);
-    }
-
     /// The room was deleted from the store: forget its content, its values and what it held
     /// for the store, and close every member with 4404.
     pub(super) fn delete(&mut self) {
@@ -318,38 +284,6 @@ impl RoomCore {
             stored.snapshot.as_ref().map_or(0, |s| s.data.len()) + self.log_bytes as usize;
         self.doc_bytes_exact = stored.updates.is_empty();
         self.snapshot_bytes = stored.snapshot.as_ref().map_or(0, |s| s.data.len());
-    }
-
-    /// Merges the stored values and restores the clock's high-water mark from them, so new
-    /// timestamps are greater than every stored one. A row that does not decode is skipped and
-    /// reported, never allowed to stop the room from loading.
-    pub(super) fn load_values(&mut self, stored: Vec<StoredValue>) {
-        for row in stored {
-            let merged = Value::decode(&row.state)
-                .map_err(|e| e.to_string())
-                .and_then(|value| {
-                    if value.kind().as_str() != row.kind {
-                        return Err(format!(
-                            "stored as {} but holds a {}",
-                            row.kind,
-                            value.kind()
-                        ));
-                    }
-                    let update = plait_crdt::Update {
-                        name: row.name.clone(),
-                        value,
-                    };
-                    self.values.merge(&update).map_err(|e| e.to_string())
-                });
-            if let Err(e) = merged {
-                error!(name = %row.name, error = %e, "skipping stored value that does not load");
-                metrics::counter!(m::STORED_UPDATES_SKIPPED).increment(1);
-            }
-        }
-        if let Some(high_water) = self.values.max_timestamp() {
-            let fresh = Hlc::new(ReplicaId(self.instance_id), SystemClock);
-            self.hlc = std::mem::replace(&mut self.hlc, fresh).with_high_water(high_water);
-        }
     }
 
     pub(super) fn strict(&self) -> bool {
@@ -761,186 +695,6 @@ impl RoomCore {
         }
     }
 
-    /// Turns an HTTP API request into the op to apply, or `Err` with the answer to give now.
-    pub(super) fn values_request(
-        &self,
-        req: ValuesRequest,
-    ) -> Result<Op, Result<ValuesReply, ValuesError>> {
-        match req {
-            ValuesRequest::Get => Err(Ok(ValuesReply::All(
-                self.values
-                    .iter()
-                    .map(|(name, value)| (name.to_owned(), value.kind(), current(value)))
-                    .collect(),
-            ))),
-            ValuesRequest::AddToCounter { name, add, kind } => {
-                let existing = self.values.get(&name).map(Value::kind);
-                let kind = kind
-                    .or(existing.filter(|k| *k == Kind::PnCounter))
-                    .unwrap_or(Kind::GCounter);
-                let action = match kind {
-                    Kind::PnCounter => Action::Add(add),
-                    _ if add < 0 => return Err(Err(ValuesError::NegativeGCounter { name })),
-                    _ => Action::Increment(add.unsigned_abs()),
-                };
-                Ok(Op { name, action })
-            }
-            ValuesRequest::SetRegister { name, value } => Ok(Op {
-                name,
-                action: Action::Set(value),
-            }),
-        }
-    }
-
-    /// Applies a batch of value ops; returns the changes, which the shell stores (strict
-    /// durability: before anyone hears of them, and a failed store undoes the whole batch)
-    /// and hands to [`RoomCore::finish_value_ops`]. Refusals go back to their sender alone.
-    pub(super) fn apply_value_ops(&mut self, ops: Vec<(ValueSource, Op)>) -> Option<ValueBatch> {
-        let mut before: BTreeMap<String, Option<Value>> = BTreeMap::new();
-        let mut frames = Vec::new();
-        let mut done = Vec::new();
-        for (source, op) in ops {
-            let writer = match &source {
-                ValueSource::Conn(conn) => {
-                    if !self.members.get(conn).is_some_and(|m| m.link.values) {
-                        continue;
-                    }
-                    conn_replica(self.instance_id, *conn)
-                }
-                ValueSource::Api(_) => self.hlc.replica(),
-            };
-            if !before.contains_key(&op.name) {
-                before.insert(op.name.clone(), self.values.get(&op.name).cloned());
-            }
-            match self.values.apply_from(&op, &mut self.hlc, writer) {
-                Ok(update) => {
-                    self.dirty_values.insert(op.name.clone());
-                    frames.push(values_frame(&ServerMessage::State(update)));
-                    done.push((source, op.name));
-                }
-                Err(e) => {
-                    debug!(name = %op.name, error = %e, "value op refused");
-                    self.answer_value_op(source, &op.name, Err(e.into()));
-                }
-            }
-        }
-        if done.is_empty() {
-            return None;
-        }
-        Some(ValueBatch {
-            before,
-            frames,
-            done,
-        })
-    }
-
-    /// The second half of [`RoomCore::apply_value_ops`], once the shell knows whether the
-    /// changed values were stored (strict durability; relaxed stores them later and passes
-    /// `stored: true`): sends the states, or undoes the batch and says why.
-    pub(super) fn finish_value_ops(&mut self, batch: ValueBatch, stored: bool) {
-        let ValueBatch {
-            before,
-            frames,
-            done,
-        } = batch;
-        if !stored {
-            for (name, value) in before {
-                self.values.restore(&name, value);
-                self.dirty_values.remove(&name);
-            }
-            for (source, name) in done {
-                self.answer_value_op(source, &name, Err(ValuesError::StoreUnavailable));
-            }
-            return;
-        }
-        for frame in &frames {
-            self.broadcast_where(frame, |_, member| member.link.values);
-        }
-        self.bus_values(done.iter().map(|(_, name)| name));
-        for (source, name) in done {
-            self.answer_value_op(source, &name, Ok(()));
-        }
-    }
-
-    /// Tells the source of an op how it went: the HTTP API gets the value or the error; a
-    /// connection only hears of a refusal (its change reaches it as a state, like everyone's).
-    pub(super) fn answer_value_op(
-        &mut self,
-        source: ValueSource,
-        name: &str,
-        outcome: Result<(), ValuesError>,
-    ) {
-        match (source, outcome) {
-            (ValueSource::Api(reply), Ok(())) => {
-                let answer = match self.values.get(name) {
-                    Some(v) => Ok(ValuesReply::One(name.to_owned(), v.kind(), current(v))),
-                    None => Err(ValuesError::StoreUnavailable),
-                };
-                let _ = reply.send(answer);
-            }
-            (ValueSource::Api(reply), Err(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            (ValueSource::Conn(_), Ok(())) => {}
-            (ValueSource::Conn(conn), Err(e)) => {
-                let rejected = ServerMessage::Rejected {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                };
-                self.send(conn, values_frame(&rejected));
-            }
-        }
-    }
-
-    /// Merges the rows `put_values` answered into the room's values, and sends the states
-    /// that changed (other processes' changes merged in, or the kind another process stored
-    /// first) to the members that opted in.
-    pub(super) fn adopt_stored(&mut self, rows: Vec<StoredValue>) {
-        for row in rows {
-            let value = match Value::decode(&row.state) {
-                Ok(value) => value,
-                Err(e) => {
-                    warn!(name = %row.name, error = %e, "stored value does not decode; keeping the one in memory");
-                    continue;
-                }
-            };
-            let before = self.values.get(&row.name).cloned();
-            if before.as_ref() == Some(&value) {
-                continue;
-            }
-            let update = ValueUpdate {
-                name: row.name,
-                value,
-            };
-            let merged = match self.values.merge_remote(&update, &mut self.hlc) {
-                Err(ApplyError::Value(ValueError::KindMismatch { .. })) => {
-                    warn!(name = %update.name, kind = %update.value.kind(),
-                        "another process stored this value first as another kind; taking the stored one");
-                    self.values
-                        .restore(&update.name, Some(update.value.clone()));
-                    Ok(())
-                }
-                // Already durable: take it even if its timestamp is further ahead than this
-                // clock accepts from a peer (this clock's next writes then lose to it).
-                Err(ApplyError::Clock(_)) => self.values.merge(&update),
-                other => other,
-            };
-            if let Err(e) = merged {
-                warn!(name = %update.name, error = %e, "stored value not merged");
-                continue;
-            }
-            if let Some(now) = self.values.get(&update.name) {
-                if before.as_ref() != Some(now) {
-                    let frame = values_frame(&ServerMessage::State(ValueUpdate {
-                        name: update.name.clone(),
-                        value: now.clone(),
-                    }));
-                    self.broadcast_where(&frame, |_, member| member.link.values);
-                }
-            }
-        }
-    }
-
     /// Queues for the bus the awareness changes of this process's own clients.
     pub(super) fn bus_awareness(&mut self, entries: &[AwarenessEntry]) {
         if !self.clustered {
@@ -956,19 +710,6 @@ impl RoomCore {
         }
     }
 
-    /// Queues for the bus the full states of values this process changed (and stored).
-    pub(super) fn bus_values<'a>(&mut self, names: impl Iterator<Item = &'a String>) {
-        if !self.clustered {
-            return;
-        }
-        let states: Vec<(String, plait_crdt::Value)> = names
-            .filter_map(|n| self.values.get(n).map(|v| (n.clone(), v.clone())))
-            .collect();
-        if !states.is_empty() {
-            self.outgoing.push(BusOut::Values(states));
-        }
-    }
-
     /// Queues for the bus every state of this process's own clients.
     pub(super) fn announce_awareness(&mut self) {
         let states = self.awareness.states();
@@ -981,17 +722,6 @@ impl RoomCore {
         }
         let frame = encode_awareness(&encode_entries(entries.iter()));
         self.broadcast(&frame, None);
-    }
-
-    pub(super) fn fan_out_value(&mut self, name: &str) {
-        let Some(value) = self.values.get(name) else {
-            return;
-        };
-        let frame = values_frame(&ServerMessage::State(plait_crdt::Update {
-            name: name.to_owned(),
-            value: value.clone(),
-        }));
-        self.broadcast_where(&frame, |_, member| member.link.values);
     }
 
     /// Applies durable updates from elsewhere in one transaction and relays them to every
