@@ -99,7 +99,7 @@ test('rooms are isolated, and query params do not change the room', async (t) =>
   })
 })
 
-test('key order of JSON objects stored in Y.Map / Y.Array survives the live relay', async (t) => {
+test('key order of JSON objects stored in Y.Map / Y.Array survives the live relay and SyncStep2', async (t) => {
   // Yjs keeps a plain object's keys in insertion order (ContentAny); the reference server relays
   // the bytes as they are. A server that decodes and re-encodes updates through a hash map
   // shuffles them, so clients see differently ordered objects than their author.
@@ -118,9 +118,10 @@ test('key order of JSON objects stored in Y.Map / Y.Array survives the live rela
     assert.equal(order(b.doc.getArray('array').get(0)), order(obj), 'key order after relay (Update) in Y.Array')
     const late = makeProvider(t, server, room)
     await waitSynced(late)
-    // A late joiner's SyncStep2 is encoded by yrs from the document, and yrs keeps objects in
-    // hash maps: the content is equal but plait (like every yrs-based server) does not promise
-    // key order there. README "Compatibility" says so.
+    // A late joiner's SyncStep2 is encoded by yrs from the document; plait's patched yrs keeps
+    // key order there too (15-any-fidelity covers every value type, through a restart).
     assert.deepEqual(late.doc.getMap('map').get('obj'), obj, 'content in the SyncStep2 of a late joiner')
+    assert.equal(order(late.doc.getMap('map').get('obj')), order(obj), 'key order in the SyncStep2 (Y.Map)')
+    assert.equal(order(late.doc.getArray('array').get(0)), order(obj), 'key order in the SyncStep2 (Y.Array)')
   })
 })

@@ -1,5 +1,7 @@
 use crate::encoding::read::{Error, Read};
+use crate::encoding::varint::Signed;
 use crate::encoding::write::Write;
+use indexmap::IndexMap;
 use serde::de::Visitor;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cmp::PartialEq;
@@ -10,6 +12,14 @@ use std::sync::Arc;
 
 pub const F64_MAX_SAFE_INTEGER: f64 = (i64::pow(2, 53) - 1) as f64;
 pub const F64_MIN_SAFE_INTEGER: f64 = -F64_MAX_SAFE_INTEGER;
+
+/// The entries of an [Any::Map], in insertion order.
+///
+/// lib0 writes a JavaScript object's entries in `Object.keys` order and reads them back in the
+/// order they were written, so a JavaScript client observes key order. Keeping it is what lets
+/// [Any::encode] write back exactly the bytes that [Any::decode] read. Equality ignores order,
+/// as it did with a `HashMap`.
+pub type AnyMap = IndexMap<String, Any>;
 
 /// Any is an enum with a potentially associated value that is used to represent JSON values
 /// and supports efficient encoding of those values.
@@ -22,7 +32,7 @@ pub enum Any {
     String(Arc<str>),
     Buffer(Arc<[u8]>),
     Array(Arc<[Any]>),
-    Map(Arc<HashMap<String, Any>>),
+    Map(Arc<AnyMap>),
 }
 
 impl Any {
@@ -43,13 +53,21 @@ impl Any {
             // CASE 126: null
             126 => Any::Null,
             // CASE 125: integer
-            125 => Any::Number(Number::Int(decoder.read_var::<i64>()?)),
+            125 => {
+                let n = decoder.read_var_signed::<i64>()?;
+                if n.value() == 0 && n.is_negative() {
+                    // lib0 writes -0 as an integer with its sign bit set: only a float holds it.
+                    Any::Number(Number::Float(-0.0))
+                } else {
+                    Any::Number(Number::Int(n.value()))
+                }
+            }
             // CASE 124: float32
             124 => Any::Number(Number::Float(decoder.read_f32()? as f64)),
             // CASE 123: float64
             123 => Any::Number(Number::Float(decoder.read_f64()?)),
             // CASE 122: bigint
-            122 => Any::Number(Number::Int(decoder.read_i64()?)),
+            122 => Any::Number(Number::BigInt(decoder.read_i64()?)),
             // CASE 121: boolean (false)
             121 => Any::Bool(false),
             // CASE 120: boolean (true)
@@ -62,11 +80,12 @@ impl Any {
             // CASE 118: Map<string,Any>
             118 => {
                 let len: usize = decoder.read_var()?;
-                // `len` is attacker-controlled; a fallible reservation avoids an allocation bomb
-                // (see `Update::decode`'s `try_reserve`).
-                let mut map = HashMap::new();
-                map.try_reserve(len)?;
+                // `len` is attacker-controlled: nothing is reserved for it, the map grows with
+                // the entries actually read, so a forged length cannot allocate.
+                let mut map = AnyMap::new();
                 for _ in 0..len {
+                    // A repeated key keeps its first position and takes the last value, as
+                    // lib0's `readAny` assigning to a JavaScript object does.
                     let key = decoder.read_string()?;
                     map.insert(key.to_owned(), Any::decode(decoder)?);
                 }
@@ -149,11 +168,12 @@ impl Any {
                             // TYPE 125: INTEGER
                             encoder.write_u8(125);
                             encoder.write_var(n)
-                        } else if (n as f32) as i64 == n {
-                            // TYPE 124: FLOAT32
+                        } else if (n as f32) as i128 == n as i128 {
+                            // TYPE 124: FLOAT32 (compared as i128: a float cast back to i64
+                            // saturates, so i64::MAX would pass for the float 2^63)
                             encoder.write_u8(124);
                             encoder.write_f32(n as f32)
-                        } else if (n as f64) as i64 == n {
+                        } else if (n as f64) as i128 == n as i128 {
                             // TYPE 123: FLOAT64
                             encoder.write_u8(123);
                             encoder.write_f64(n as f64)
@@ -162,6 +182,16 @@ impl Any {
                             encoder.write_u8(122);
                             encoder.write_i64(n)
                         }
+                    }
+                    Number::BigInt(n) => {
+                        // TYPE 122: BigInt
+                        encoder.write_u8(122);
+                        encoder.write_i64(n)
+                    }
+                    Number::Float(n) if n == 0.0 && n.is_sign_negative() => {
+                        // TYPE 125: INTEGER, as lib0 writes -0 (a var int with its sign bit set)
+                        encoder.write_u8(125);
+                        encoder.write_var_signed(&Signed::new(0i64, true))
                     }
                     Number::Float(n) => {
                         if (n as f32) as f64 == n {
@@ -276,10 +306,17 @@ impl std::fmt::Display for Any {
     }
 }
 
+/// A number of an [Any] value.
+///
+/// [Number::Int] and [Number::Float] are JavaScript numbers: lib0 encodes them as a var int, a
+/// float32 or a float64, whichever a JavaScript writer would choose. [Number::BigInt] is a
+/// JavaScript `bigint` (lib0's BigInt64), read back as a `bigint` by JavaScript clients.
+/// Equality is numeric across variants; match the variant to tell a `bigint` from a number.
 #[derive(Debug, Clone, Copy)]
 pub enum Number {
     Int(i64),
     Float(f64),
+    BigInt(i64),
 }
 
 impl Number {
@@ -301,7 +338,7 @@ impl Number {
 
     pub fn as_i64(self) -> Option<i64> {
         match self {
-            Number::Int(value) => Some(value),
+            Number::Int(value) | Number::BigInt(value) => Some(value),
             Number::Float(value) => {
                 // check if conversion is lossless
                 let converted = value as i64;
@@ -316,7 +353,7 @@ impl Number {
 
     pub fn as_f64(self) -> Option<f64> {
         match self {
-            Number::Int(value) => {
+            Number::Int(value) | Number::BigInt(value) => {
                 let n = value as f64;
                 if n as i64 == value {
                     Some(n)
@@ -332,7 +369,7 @@ impl Number {
 impl PartialEq for Number {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Number::Int(a), Number::Int(b)) => a == b,
+            (Number::Int(a) | Number::BigInt(a), Number::Int(b) | Number::BigInt(b)) => a == b,
             (Number::Float(a), Number::Float(b)) => a == b,
             _ => match (self.as_f64(), other.as_f64()) {
                 (Some(a), Some(b)) => a == b,
@@ -374,6 +411,9 @@ impl Serialize for Number {
         S: Serializer,
     {
         use serde::ser::Error;
+        if let Number::BigInt(v) = self {
+            return serializer.serialize_i64(*v);
+        }
         match self.as_f64() {
             Some(v) => serializer.serialize_f64(v),
             None => match self.as_i64() {
@@ -433,7 +473,7 @@ impl<'de> Deserialize<'de> for Number {
 impl std::fmt::Display for Number {
     fn fmt(&self, f: &mut Formatter<'_>) -> std::fmt::Result {
         match self {
-            Number::Int(value) => write!(f, "{}", value),
+            Number::Int(value) | Number::BigInt(value) => write!(f, "{}", value),
             Number::Float(value) => write!(f, "{}", value),
         }
     }
@@ -441,7 +481,7 @@ impl std::fmt::Display for Number {
 
 pub enum AnyIter<'a> {
     Array(std::slice::Iter<'a, Any>),
-    Map(std::collections::hash_map::Iter<'a, String, Any>),
+    Map(indexmap::map::Iter<'a, String, Any>),
 }
 
 impl<'a> Iterator for AnyIter<'a> {
@@ -490,7 +530,7 @@ pub enum AnyIntoIter {
     Array(AnyArrayIter),
     //TODO: we need to clone the map, because we need to consume its iterator
     // try to figure out something better
-    Map(std::collections::hash_map::IntoIter<String, Any>),
+    Map(indexmap::map::IntoIter<String, Any>),
 }
 
 impl From<Arc<[Any]>> for AnyIntoIter {
@@ -499,8 +539,8 @@ impl From<Arc<[Any]>> for AnyIntoIter {
     }
 }
 
-impl From<Arc<HashMap<String, Any>>> for AnyIntoIter {
-    fn from(value: Arc<HashMap<String, Any>>) -> Self {
+impl From<Arc<AnyMap>> for AnyIntoIter {
+    fn from(value: Arc<AnyMap>) -> Self {
         Self::Map((&*value).clone().into_iter())
     }
 }
@@ -771,10 +811,23 @@ where
     T: Into<Any>,
 {
     fn from(v: HashMap<String, T>) -> Any {
-        let mut map = HashMap::with_capacity(v.len());
+        let mut map = AnyMap::with_capacity(v.len());
         for (key, value) in v {
             map.insert(key, value.into());
         }
+        Any::Map(Arc::new(map))
+    }
+}
+
+impl<T> From<IndexMap<String, T>> for Any
+where
+    T: Into<Any>,
+{
+    fn from(v: IndexMap<String, T>) -> Any {
+        let map: AnyMap = v
+            .into_iter()
+            .map(|(key, value)| (key, value.into()))
+            .collect();
         Any::Map(Arc::new(map))
     }
 }
@@ -987,12 +1040,12 @@ macro_rules! any_internal {
     };
 
     ({}) => {
-        $crate::any::Any::Map(std::sync::Arc::new(std::collections::HashMap::new()))
+        $crate::any::Any::Map(std::sync::Arc::new($crate::any::AnyMap::new()))
     };
 
     ({ $($tt:tt)+ }) => {
         $crate::any::Any::Map({
-            let mut object = std::collections::HashMap::new();
+            let mut object = $crate::any::AnyMap::new();
             any_internal!(@object object () ($($tt)+) ($($tt)+));
             std::sync::Arc::new(object)
         })
@@ -1081,5 +1134,151 @@ mod test {
         assert_eq!(hex(Number::Float(f64::NAN)), "7b7ff8000000000000");
         assert_eq!(hex(Number::Float(f64::INFINITY)), "7c7f800000");
         assert_eq!(hex(Number::Float(f64::NEG_INFINITY)), "7cff800000");
+    }
+
+    /// Every value of tests/js/any-values.js in the plait repository as lib0's
+    /// `encoding.writeAny` writes it (lib0 0.2.120, as used by Yjs 13.6; lib0 1.0.0-rc.12 of
+    /// Yjs 14 writes the same bytes). Produced by `node any-fixtures.js` in tests/js, which
+    /// prints these lines.
+    const LIB0_ANY: &[(&str, &str)] = &[
+        ("undefined", "7f"),
+        ("null", "7e"),
+        ("true", "78"),
+        ("false", "79"),
+        ("int 0", "7d00"),
+        ("int -0", "7d40"),
+        ("int 42", "7d2a"),
+        ("int -42", "7d6a"),
+        ("int 2^31-1", "7dbfffffff0f"),
+        ("int -(2^31-1)", "7dffffffff0f"),
+        ("number 2^31", "7c4f000000"),
+        ("number -2^31", "7ccf000000"),
+        ("number 2^32+1", "7b41f0000000100000"),
+        ("number 2^53", "7c5a000000"),
+        ("number 2^53+2", "7b4340000000000001"),
+        ("number -(2^53+2)", "7bc340000000000001"),
+        ("float32 1.5", "7c3fc00000"),
+        ("float32 max", "7c7f7fffff"),
+        ("float32 min subnormal", "7c00000001"),
+        ("float64 0.1", "7b3fb999999999999a"),
+        ("float64 1e30", "7b46293e5939a08cea"),
+        ("float64 max", "7b7fefffffffffffff"),
+        ("float64 min subnormal", "7b0000000000000001"),
+        ("NaN", "7b7ff8000000000000"),
+        ("Infinity", "7c7f800000"),
+        ("-Infinity", "7cff800000"),
+        ("bigint 0n", "7a0000000000000000"),
+        ("bigint 42n", "7a000000000000002a"),
+        ("bigint 2n**40n", "7a0000010000000000"),
+        ("bigint -(2n**40n)", "7affffff0000000000"),
+        ("bigint i64 max", "7a7fffffffffffffff"),
+        ("bigint i64 min", "7a8000000000000000"),
+        ("string empty", "7700"),
+        ("string ascii", "7705706c616974"),
+        ("string astral", "770bf09d849ef09f988020c3a9"),
+        ("Uint8Array empty", "7400"),
+        ("Uint8Array", "740500017f80ff"),
+        ("array empty", "7500"),
+        ("array nested", "75057d0175027a000000000000000275027d407704f09d849e7602017a7d0101617d027e7f"),
+        ("object empty", "7600"),
+        ("object key order", "7604047a6574617d0105616c7068617d02046d696b6576030679616e6b65657a000001000000000005627261766f75027d037c3fc00000046b696c6f760201787d0101637d0207636861726c6965740109"),
+        ("object integer-like keys", "760401327d040231307d0201627d0101617d03"),
+    ];
+
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn decode_all(bytes: &[u8]) -> Any {
+        let mut cursor = Cursor::new(bytes);
+        let any = Any::decode(&mut cursor).unwrap();
+        assert!(!cursor.has_content(), "trailing bytes after {:?}", any);
+        any
+    }
+
+    #[test]
+    fn lib0_any_round_trips_byte_for_byte() {
+        for (label, hex) in LIB0_ANY {
+            let bytes = from_hex(hex);
+            let any = decode_all(&bytes);
+            let mut encoded = Vec::new();
+            any.encode(&mut encoded);
+            assert_eq!(encoded, bytes, "{label}: decoded as {any:?}");
+        }
+    }
+
+    fn lib0(label: &str) -> Any {
+        let (_, hex) = LIB0_ANY.iter().find(|(l, _)| *l == label).unwrap();
+        decode_all(&from_hex(hex))
+    }
+
+    #[test]
+    fn lib0_bigint_stays_bigint() {
+        let Any::Number(n) = lib0("bigint 2n**40n") else {
+            panic!("not a number")
+        };
+        assert!(matches!(n, Number::BigInt(v) if v == 1 << 40), "{n:?}");
+        assert_eq!(n.as_i64(), Some(1 << 40));
+        assert_eq!(n.as_f64(), Some(2f64.powi(40)));
+        // a whole number of the same value is a JavaScript number, not a bigint
+        assert_eq!(hex(Number::Int(1 << 40)), "7c53800000");
+        assert_eq!(hex(Number::BigInt(1 << 40)), "7a0000010000000000");
+    }
+
+    #[test]
+    fn int_beyond_float_precision_encodes_as_bigint() {
+        // i64::MAX cast to f32 or f64 is 2^63, which casts back to i64::MAX by saturation:
+        // it used to be written as the float32 2^63, one more than the value.
+        assert_eq!(hex(Number::Int(i64::MAX)), "7a7fffffffffffffff");
+        assert_eq!(hex(Number::Int((1 << 53) + 1)), "7a0020000000000001");
+        // -2^63 is exactly a float32
+        assert_eq!(hex(Number::Int(i64::MIN)), "7cdf000000");
+    }
+
+    #[test]
+    fn lib0_negative_zero_stays_negative() {
+        let Any::Number(Number::Float(n)) = lib0("int -0") else {
+            panic!("-0 must decode to a float")
+        };
+        assert!(n == 0.0 && n.is_sign_negative());
+        assert_eq!(lib0("int 0"), Any::Number(Number::Int(0)));
+    }
+
+    #[test]
+    fn lib0_object_keeps_key_order() {
+        let Any::Map(map) = lib0("object key order") else {
+            panic!("not a map")
+        };
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["zeta", "alpha", "mike", "charlie"]);
+        let Some(Any::Map(inner)) = map.get("mike") else {
+            panic!("not a map")
+        };
+        let keys: Vec<&str> = inner.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["yankee", "bravo", "kilo"]);
+        // JavaScript lists integer-like keys first: lib0 wrote them so, and so do we.
+        let Any::Map(map) = lib0("object integer-like keys") else {
+            panic!("not a map")
+        };
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["2", "10", "b", "a"]);
+    }
+
+    #[test]
+    fn repeated_key_keeps_first_position_and_last_value() {
+        // {a: 1, b: 2, a: 3} as bytes (lib0 cannot write it; JavaScript reads it as {a: 3, b: 2})
+        let any = decode_all(&from_hex("760301617d0101627d0201617d03"));
+        let mut encoded = Vec::new();
+        any.encode(&mut encoded);
+        assert_eq!(encoded, from_hex("760201617d0301627d02"));
+    }
+
+    #[test]
+    fn any_macro_keeps_key_order() {
+        let any = crate::any!({ "zeta": 1, "alpha": { "y": 2, "b": 3 } });
+        assert_eq!(any.to_string(), "{zeta: 1, alpha: {y: 2, b: 3}}");
     }
 }

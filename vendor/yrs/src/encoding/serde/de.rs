@@ -1,10 +1,9 @@
-use crate::any::{Any, Number};
+use crate::any::{Any, AnyMap, Number};
 use crate::encoding::read::Error;
 use serde::de::value::{MapAccessDeserializer, MapDeserializer, SeqDeserializer};
 use serde::de::{IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::any::type_name;
-use std::collections::HashMap;
 use std::convert::{TryFrom, TryInto};
 use std::fmt::{Display, Formatter};
 use std::sync::Arc;
@@ -197,7 +196,7 @@ impl<'de> Deserialize<'de> for Any {
             where
                 A: MapAccess<'de>,
             {
-                let mut any_map = HashMap::new();
+                let mut any_map = AnyMap::new();
                 while let Some((key, value)) = map.next_entry()? {
                     any_map.insert(key, value);
                 }
@@ -243,7 +242,7 @@ impl<'de> Deserializer<'de> for AnyDeserializer<'de> {
             Any::Undefined => self.deserialize_unit(visitor),
             Any::Bool(_) => self.deserialize_bool(visitor),
             Any::Number(Number::Float(_)) => self.deserialize_f64(visitor),
-            Any::Number(Number::Int(_)) => self.deserialize_i64(visitor),
+            Any::Number(Number::Int(_) | Number::BigInt(_)) => self.deserialize_i64(visitor),
             Any::String(_) => self.deserialize_string(visitor),
             Any::Buffer(_) => self.deserialize_byte_buf(visitor),
             Any::Array(_) => self.deserialize_seq(visitor),

@@ -1,4 +1,4 @@
-use crate::any::{Any, Number};
+use crate::any::{Any, AnyMap, Number};
 use serde::ser::{
     SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant, SerializeTuple,
     SerializeTupleStruct, SerializeTupleVariant,
@@ -262,9 +262,9 @@ impl Serializer for AnySerializer {
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
         let map = if let Some(len) = len {
-            HashMap::with_capacity(len)
+            AnyMap::with_capacity(len)
         } else {
-            HashMap::new()
+            AnyMap::new()
         };
 
         Ok(AnyMapSerializer {
@@ -351,7 +351,7 @@ impl SerializeTupleStruct for AnyArraySerializer {
 }
 
 struct AnyMapSerializer {
-    map: HashMap<String, Any>,
+    map: AnyMap,
     next_key: Option<String>,
 }
 
