@@ -1,5 +1,6 @@
 //! The cluster bus: several plait processes that share one store exchange what their rooms
-//! commit (and awareness and CRDT value states) over Redis pub/sub.
+//! commit (and awareness, CRDT value states and Hocuspocus stateless messages) over Redis
+//! pub/sub.
 //!
 //! The store stays the source of truth: an update is published only after its commit, with the
 //! room's seq range, and a room that sees a gap in seqs (or a bus that is down) catches up from
@@ -35,6 +36,7 @@ const KIND_UPDATE: u8 = 1;
 const KIND_AWARENESS: u8 = 2;
 const KIND_VALUES: u8 = 3;
 const KIND_AWARENESS_QUERY: u8 = 4;
+const KIND_STATELESS: u8 = 5;
 
 /// Most updates in one bus message (a room commits at most one batch per message).
 const MAX_UPDATES: u64 = 4096;
@@ -70,6 +72,9 @@ pub(crate) enum BusEvent {
     Values(Vec<plait_crdt::Update>),
     /// A process loaded the room and asks for the awareness states of everyone else's clients.
     AwarenessQuery,
+    /// A Hocuspocus stateless message from a document of the room on the origin process, for
+    /// the room's Hocuspocus documents here (fire and forget, like awareness).
+    Stateless { origin: u64, payload: String },
 }
 
 /// What a room publishes.
@@ -83,6 +88,8 @@ pub(crate) enum Outgoing<'a> {
     Awareness(&'a [AwarenessEntry]),
     Values(Vec<(String, plait_crdt::Value)>),
     AwarenessQuery,
+    /// A Hocuspocus stateless message's payload.
+    Stateless(&'a str),
 }
 
 impl Outgoing<'_> {
@@ -92,6 +99,7 @@ impl Outgoing<'_> {
             Outgoing::Awareness(_) => "awareness",
             Outgoing::Values(_) => "values",
             Outgoing::AwarenessQuery => "awareness_query",
+            Outgoing::Stateless(_) => "stateless",
         }
     }
 }
@@ -132,6 +140,10 @@ pub(crate) fn encode(origin: u64, room: &str, msg: &Outgoing<'_>) -> Vec<u8> {
             }
         }
         Outgoing::AwarenessQuery => out.push(KIND_AWARENESS_QUERY),
+        Outgoing::Stateless(payload) => {
+            out.push(KIND_STATELESS);
+            write_str(&mut out, payload);
+        }
     }
     out
 }
@@ -225,6 +237,11 @@ pub(crate) fn decode(
             BusEvent::Values(values)
         }
         KIND_AWARENESS_QUERY => BusEvent::AwarenessQuery,
+        // Bounded by the message (`max_bytes`), as a provider's is by its frame.
+        KIND_STATELESS => BusEvent::Stateless {
+            origin,
+            payload: r.read_str("bus stateless")?.to_owned(),
+        },
         _ => return Err(Invalid::Other("unknown kind")),
     };
     if r.remaining() != 0 {
@@ -258,6 +275,9 @@ pub(crate) struct Bus {
     instance_id: u64,
     limits: plait_protocol::Limits,
     max_bytes: usize,
+    /// `--max-message-bytes`: a stateless message from the bus is at most what a provider may
+    /// send (the bus message bound, `max_bytes`, is eight times that or more).
+    max_stateless_bytes: usize,
     routes: Mutex<HashMap<String, Route>>,
     ctrl: mpsc::UnboundedSender<Ctrl>,
     publish: mpsc::Sender<(String, Bytes, &'static str)>,
@@ -311,6 +331,7 @@ impl Bus {
             // A batch of up to 512 updates of up to --max-message-bytes each would be more
             // than Redis takes; past this bound a batch is not published (receivers catch up).
             max_bytes: max_message_bytes.saturating_mul(8).max(16 << 20),
+            max_stateless_bytes: max_message_bytes,
             routes: Mutex::new(HashMap::new()),
             ctrl,
             publish,
@@ -436,7 +457,11 @@ impl Bus {
         if decoded.origin == self.instance_id {
             return;
         }
-        if self.channel(&decoded.room) != channel {
+        let too_long = match &decoded.event {
+            BusEvent::Stateless { payload, .. } => payload.len() > self.max_stateless_bytes,
+            _ => false,
+        };
+        if self.channel(&decoded.room) != channel || too_long {
             metrics::counter!(m::BUS_INVALID).increment(1);
             return;
         }
@@ -445,6 +470,7 @@ impl Bus {
             BusEvent::Awareness { .. } => "awareness",
             BusEvent::Values(_) => "values",
             BusEvent::AwarenessQuery => "awareness_query",
+            BusEvent::Stateless { .. } => "stateless",
         };
         metrics::counter!(m::BUS_MESSAGES, "dir" => "in", "kind" => kind).increment(1);
         let routes = self
@@ -776,6 +802,34 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(d.event, BusEvent::AwarenessQuery));
+        let d = decode(
+            &encode(3, "r", &Outgoing::Stateless("{\"hi\":1} ✓")),
+            &limits(),
+            1 << 20,
+        )
+        .unwrap();
+        assert!(matches!(
+            d.event,
+            BusEvent::Stateless { origin: 3, payload } if payload == "{\"hi\":1} ✓"
+        ));
+    }
+
+    /// A stateless message is a string like a provider's: not UTF-8, cut short, or followed by
+    /// anything, it is refused.
+    #[test]
+    fn refuses_a_stateless_message_that_is_not_one_string() {
+        let good = encode(3, "r", &Outgoing::Stateless("hello"));
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut], &limits(), 1 << 20).is_err());
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(decode(&trailing, &limits(), 1 << 20).is_err());
+        let mut not_utf8 = good.clone();
+        let last = not_utf8.len() - 1;
+        not_utf8[last] = 0xff;
+        assert!(decode(&not_utf8, &limits(), 1 << 20).is_err());
+        assert!(decode(&good, &limits(), 8).is_err(), "past the size bound");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::conn::{Close, ConnId};
 use crate::hub::HubError;
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, OutboxRx};
-use crate::room::{Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::room::{Confirm, Inbound, MemberLink, RoomCmd, RoomHandle};
 use crate::Shared;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -402,7 +402,8 @@ fn decode_message(
             } else {
                 u
             };
-            Inbound::Update(decoded, u)
+            // The echo is a y-websocket client's confirmation; it asks for no other.
+            Inbound::Update(decoded, u, Confirm::Once)
         }
         Message::Awareness(a) => {
             m::hot().in_awareness.increment(1);
@@ -610,7 +611,7 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let Ok(Some(Inbound::Update(_, held))) =
+        let Ok(Some(Inbound::Update(_, held, _))) =
             decode_message(first, frame.len(), ConnOptions::default())
         else {
             panic!("not an update");
@@ -627,7 +628,7 @@ mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let Ok(Some(Inbound::Update(_, held))) =
+        let Ok(Some(Inbound::Update(_, held, _))) =
             decode_message(only, alone.len(), ConnOptions::default())
         else {
             panic!("not an update");

@@ -17,6 +17,19 @@
 //!   size limit) becomes `SyncStatus(false)`: to a Hocuspocus provider a permission denied
 //!   means "not authenticated", which would be wrong here.
 //!
+//! What is confirmed follows what the providers count, which every major does alike: with its
+//! sync step 1 (on every connect) a provider sets its unsynced count to 1, then adds 1 per
+//! update it sends; the updates it queued while offline go out after that step 1 uncounted, and
+//! its step 2 (the answer to the server's step 1) carries them again. So the step 2 answering
+//! the server's step 1 after the provider's own is confirmed once, when it and everything before
+//! it are stored, even if it adds nothing; the updates between that step 1 and that step 2 are
+//! never confirmed; every later update is confirmed once, when stored, even if it adds nothing.
+//! Hocuspocus confirms every update and step 2, so a provider that reconnects with offline edits
+//! gets one confirmation per queued update too many: v2's count ends below 0, v3 and v4 stop at
+//! 0. A provider editing between its step 1 and its step 2 (one round trip after connecting)
+//! is confirmed those edits only with the step 2, so its count stays above 0 until it resyncs:
+//! too few confirmations, never too many.
+//!
 //! Authentication is checked inline by the reader, which reads the socket in order: the frames
 //! a provider sends right after its token (sync step 1, awareness) wait in the socket until the
 //! document is authenticated and joined, so no queue is needed and the socket's own flow control
@@ -50,16 +63,20 @@ use tracing::{debug, info, Instrument};
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
-use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant, SessionGuard};
+use crate::access::{Access, ConnPermit, ConnPolicy, Grant, SessionGuard};
 use crate::auth::{AuthError, Right};
-use crate::conn::STORED_MARKER_TAG;
+use crate::bus::Outgoing;
 use crate::conn::{Close, ConnId};
 use crate::connection::{self, WriterConfig, CLOSE_GRACE, TOO_BIG};
 use crate::metrics as m;
-use crate::outbox::{self, CloseSignal, Outbox, OutboxRx};
-use crate::room::{Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::outbox::{self, CloseSignal, Outbox};
+use crate::room::{Confirm, Inbound, MemberLink, RoomCmd, RoomHandle};
 use crate::room_name::check_room_name;
 use crate::Shared;
+
+mod forward;
+
+use forward::{address_prefix, forward, Forwarder};
 
 /// The endpoint's path. Only this exact path: a y-websocket room named `hocuspocus` is
 /// reached as `/%68ocuspocus` (any percent-encoding of it), which the router does not match
@@ -94,7 +111,8 @@ const FRAME_HEADER_SLACK: usize = 16;
 // === Stateless relay ===
 
 /// The Hocuspocus documents attached on this process, by room: where a stateless message
-/// from one provider goes (y-websocket clients have no such message).
+/// from one provider goes (y-websocket clients have no such message), and one from another
+/// process through the bus (its room delivers it here).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     rooms: DashMap<Arc<str>, Vec<Listener>>,
@@ -126,10 +144,11 @@ impl Registry {
             .remove_if(room, |_, listeners| listeners.is_empty());
     }
 
-    /// Sends `payload` to every document of `room` but `from`'s; returns how many got it. A
-    /// socket whose outbox is full is closed as slow, as the room does: a message is never
-    /// skipped for someone who stays.
-    fn relay(&self, room: &str, from: ConnId, payload: &str) -> usize {
+    /// Sends `payload` to every document of `room` but `from`'s (a pseudo-connection of the
+    /// origin process for a message from the bus); returns how many got it. A socket whose
+    /// outbox is full is closed as slow, as the room does: a message is never skipped for
+    /// someone who stays.
+    pub(crate) fn relay(&self, room: &str, from: ConnId, payload: &str) -> usize {
         let Some(listeners) = self.rooms.get(room) else {
             return 0;
         };
@@ -175,9 +194,34 @@ struct Active {
     policy: ConnPolicy,
     /// The document's own close: set by its room, a kick, or its token's expiry.
     control: CloseSignal,
+    /// The provider sent its sync step 1 and not yet the step 2 that answers the server's:
+    /// its updates now are not confirmed, that step 2 is (see [`Socket::dispatch`]).
+    awaiting_step2: bool,
     forwarder: JoinHandle<()>,
     _session: SessionGuard,
     _listening: Listening,
+}
+
+impl Active {
+    /// Whether the room tells the provider once this step 2 or update of its is stored. What
+    /// the provider counts (every major alike): its step 1 set its count to 1, each update
+    /// since adds 1, except those it queued while offline and sends after that step 1 (counted
+    /// before the reset, and carried again by its step 2). So the step 2 answering the
+    /// server's step 1 is the one change the reset stands for and covers everything sent
+    /// before it; the updates between are not confirmed; every later update is. Hocuspocus
+    /// confirms each of them, which sends v2's count below 0 (v3 and v4 stop at 0).
+    fn confirm(&mut self, is_step2: bool) -> Confirm {
+        match (is_step2, self.awaiting_step2) {
+            (true, true) => {
+                self.awaiting_step2 = false;
+                Confirm::Once
+            }
+            // A step 2 answering a later step 1 of the server's (not counted), or an update
+            // before the awaited step 2 (covered by its confirmation).
+            (true, false) | (false, true) => Confirm::Never,
+            (false, false) => Confirm::Once,
+        }
+    }
 }
 
 /// What the socket knows about one address.
@@ -594,6 +638,7 @@ impl Socket {
                 scope,
                 policy,
                 control,
+                awaiting_step2: false,
                 forwarder,
                 _session: session,
                 _listening: listening,
@@ -620,37 +665,36 @@ impl Socket {
                 match sync {
                     SyncMessage::Step1(sv) => {
                         count_in("sync_step1");
-                        Inbound::Step1(StateVector::decode_v1(&sv).map_err(|_| MALFORMED)?)
+                        let sv = StateVector::decode_v1(&sv).map_err(|_| MALFORMED)?;
+                        // The provider set its unsynced count to 1 as it sent this, forgetting the
+                        // updates it had counted: those it queued while offline go out next.
+                        doc.awaiting_step2 = true;
+                        Inbound::Step1(sv)
                     }
                     SyncMessage::Step2(u) | SyncMessage::Update(u) => {
                         count_in("update");
                         let update = Update::decode_v1(&u).map_err(|_| MALFORMED)?;
-                        let status = |applied| hp::encode_sync_status(address.as_str(), applied);
-                        // Hocuspocus confirms every step 2 and update, and a provider counts its
-                        // step 2 as one unsynced change. The room confirms only what it stores, and
-                        // an empty update (a provider with nothing new) stores nothing: it is
-                        // confirmed here.
-                        if update.is_empty() {
-                            queue(&self.outbox, &self.control, status(true));
-                            return Ok(());
-                        }
-                        // A step 2 carries the provider's whole delete set, so after any deletion
-                        // the step 2 of a provider with nothing new is not empty, and the room
-                        // stores nothing for it (it never confirms a step 2 of deletions it has).
-                        // One without insertions is confirmed as it is sent; what it may hold that
-                        // is new (deletions made offline) is still applied and stored, just not
-                        // waited for.
-                        let deletions_only = is_step2 && update.insertions(true).is_empty();
+                        let confirm = doc.confirm(is_step2);
                         if doc.scope == Scope::ReadOnly {
-                            // As Hocuspocus: a read-only step 2 with nothing new is fine.
-                            if !deletions_only {
+                            // As Hocuspocus: a read-only step 2 with nothing new is fine, anything
+                            // else is refused. Only the counted step 2 says "saved".
+                            let known = is_step2 && update.insertions(true).is_empty();
+                            if !known {
                                 protocol_error("read_only");
                             }
-                            queue(&self.outbox, &self.control, status(deletions_only));
+                            if !known || confirm == Confirm::Once {
+                                queue(
+                                    &self.outbox,
+                                    &self.control,
+                                    hp::encode_sync_status(address.as_str(), known),
+                                );
+                            }
                             return Ok(());
                         }
-                        if deletions_only {
-                            queue(&self.outbox, &self.control, status(true));
+                        // An empty update changes nothing: dropped, unless it is to be
+                        // confirmed (in order, once what is ahead of it is stored).
+                        if update.is_empty() && confirm == Confirm::Never {
+                            return Ok(());
                         }
                         // The room counts the update's length while it holds it; a slice of a
                         // frame padded after the message would hold more than it counts.
@@ -660,7 +704,7 @@ impl Socket {
                             } else {
                                 u
                             };
-                        Inbound::Update(update, held)
+                        Inbound::Update(update, held, confirm)
                     }
                 }
             }
@@ -678,6 +722,11 @@ impl Socket {
                     .shared
                     .hocuspocus
                     .relay(&doc.room_name, doc.conn, &payload);
+                // And to the room's documents on the other processes, fire and forget like
+                // awareness: a bus that is down loses it.
+                if let Some(bus) = &self.shared.bus {
+                    bus.publish(&doc.room_name, &Outgoing::Stateless(&payload));
+                }
                 debug!(address = %address, relayed = n, "stateless");
                 return Ok(());
             }
@@ -743,129 +792,4 @@ async fn leave(doc: Active) {
     doc.forwarder.abort();
     metrics::gauge!(m::HOCUSPOCUS_DOCUMENTS).decrement(1.0);
     debug!(conn = doc.conn, "document detached");
-}
-
-/// `varString address`: what turns a y-websocket message into this document's.
-fn address_prefix(address: &str) -> Bytes {
-    let mut out = Vec::with_capacity(address.len() + 5);
-    plait_protocol::lib0::write_str(&mut out, address);
-    out.into()
-}
-
-/// The Hocuspocus frame for one frame the room queued for a document; `None` for what has no
-/// counterpart (nothing the room sends a member with `values: false`, in practice).
-fn translate(frame: &[u8], address: &str, prefix: &[u8]) -> Option<Bytes> {
-    match frame {
-        [STORED_MARKER_TAG] => Some(hp::encode_sync_status(address, true)),
-        // y-websocket permission denied: an update the room refused (document size limit).
-        [2, 0, ..] => Some(hp::encode_sync_status(address, false)),
-        [0 | 1 | 3, ..] => {
-            let mut out = Vec::with_capacity(prefix.len() + frame.len());
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(frame);
-            Some(out.into())
-        }
-        _ => None,
-    }
-}
-
-struct Forwarder {
-    rx: OutboxRx,
-    address: Arc<str>,
-    prefix: Bytes,
-    socket: Outbox,
-    socket_control: CloseSignal,
-    doc_control: CloseSignal,
-    v4: bool,
-    expiry: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    room: RoomHandle,
-    conn: ConnId,
-}
-
-/// Moves what the room queues for one document into the socket's outbox, re-framed, and
-/// carries out the document's close.
-async fn forward(mut f: Forwarder) {
-    let mut batch = Vec::new();
-    let mut expired = false;
-    loop {
-        tokio::select! {
-            biased;
-            reason = f.doc_control.closed() => {
-                let _ = f.room.tx.send(RoomCmd::Leave { conn: f.conn }).await;
-                let per_document = reason == access::TOKEN_EXPIRED || reason == access::KICKED;
-                if f.v4 && per_document {
-                    info!(address = %f.address, reason = reason.reason, "closing document");
-                    let _ = f.socket.try_send(hp::encode_close(&f.address, reason.reason));
-                } else {
-                    info!(address = %f.address, reason = reason.reason, "closing connection");
-                    f.socket_control.close(reason);
-                }
-                return;
-            }
-            () = &mut f.expiry, if !expired => {
-                expired = true;
-                f.doc_control.close(access::TOKEN_EXPIRED);
-            }
-            n = f.rx.recv_many(&mut batch, 64) => {
-                if n == 0 {
-                    return;
-                }
-                let bytes: usize = batch.iter().map(Bytes::len).sum();
-                for frame in batch.drain(..) {
-                    let Some(out) = translate(&frame, &f.address, &f.prefix) else {
-                        debug!(tag = frame.first().copied(), "no Hocuspocus counterpart; dropped");
-                        continue;
-                    };
-                    match f.socket.try_send(out) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            f.socket_control.close(Close::SLOW_CONSUMER);
-                            return;
-                        }
-                        Err(TrySendError::Closed(_)) => return,
-                    }
-                }
-                f.rx.written(bytes);
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use plait_protocol::message;
-
-    #[test]
-    fn room_frames_become_the_documents_frames() {
-        let address = "notes\0s1";
-        let prefix = address_prefix(address);
-        // Sync, awareness: the y-websocket message after the address, as the codec reads it.
-        let update = message::encode_update(&[0, 0]);
-        let out = translate(&update, address, &prefix).unwrap();
-        assert_eq!(out, hp::encode_update(address, &[0, 0]));
-        let aw = message::encode_awareness(&[0]);
-        let out = translate(&aw, address, &prefix).unwrap();
-        assert_eq!(out, hp::encode_awareness(address, &[0]));
-        let step1 = message::encode_sync_step1(&[0]);
-        assert_eq!(
-            translate(&step1, address, &prefix).unwrap(),
-            hp::encode_sync_step1(address, &[0])
-        );
-        // The stored marker and a refusal become sync statuses; nothing else passes.
-        assert_eq!(
-            translate(&crate::conn::stored_marker(), address, &prefix).unwrap(),
-            hp::encode_sync_status(address, true)
-        );
-        assert_eq!(
-            translate(
-                &message::encode_permission_denied("document size limit reached"),
-                address,
-                &prefix
-            )
-            .unwrap(),
-            hp::encode_sync_status(address, false)
-        );
-        assert_eq!(translate(&[100, 1, 0], address, &prefix), None);
-    }
 }

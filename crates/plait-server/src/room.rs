@@ -69,9 +69,10 @@ mod sim;
 use self::core::{Applied, BusOut, RoomCore};
 use crate::bus::Outgoing;
 
-pub(crate) use admin::{AdminOp, Edit, Merged, RestoreTarget, RoomError};
+pub(crate) use admin::{AdminOp, DocumentView, Edit, RestoreTarget, RoomError, Written};
 pub(crate) use handle::{
-    Inbound, MemberLink, RoomCmd, RoomHandle, ValuesError, ValuesReply, ValuesRequest, LOADING,
+    Confirm, Inbound, MemberLink, RoomCmd, RoomHandle, ValuesError, ValuesReply, ValuesRequest,
+    LOADING,
 };
 use handle::{INBOX_BYTES, INBOX_CAPACITY};
 
@@ -296,9 +297,9 @@ impl Room {
             match cmd {
                 RoomCmd::Inbound {
                     conn,
-                    msg: Inbound::Update(u, raw),
+                    msg: Inbound::Update(u, raw, confirm),
                     ..
-                } => updates.push((conn, u, raw)),
+                } => updates.push((conn, u, raw, confirm)),
                 RoomCmd::Inbound {
                     conn,
                     msg: Inbound::Value(ClientMessage::Op(op)),
@@ -344,7 +345,7 @@ impl Room {
     }
 
     /// Applies a batch of updates (see [`RoomCore::apply_updates`]) and starts storing them.
-    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update, Bytes)>) {
+    async fn apply_updates(&mut self, updates: Vec<(ConnId, Update, Bytes, Confirm)>) {
         match self.core.apply_updates(updates) {
             Applied::Nothing => {}
             Applied::Recorded if self.core.strict() => {

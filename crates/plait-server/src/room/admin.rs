@@ -14,7 +14,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact, Update};
 
-use super::{deadline, values_frame, Room, ADMIN_CONN, COMMIT_TIMEOUT};
+use super::{deadline, values_frame, Confirm, Room, ADMIN_CONN, COMMIT_TIMEOUT};
 use crate::config::Durability;
 use crate::docs;
 use crate::snapshot_file::{NamedValues, SnapshotFile};
@@ -24,10 +24,9 @@ use crate::stored_values::{self, ValuesOutcome};
 /// on (so no caller matches on a reply it did not ask for).
 #[derive(Debug)]
 pub(crate) enum AdminOp {
-    /// The whole document as one Yjs v1 update, and every value.
-    Export(Reply<SnapshotFile>),
-    /// The document as JSON.
-    Inspect(Reply<serde_json::Value>),
+    /// The whole document as one Yjs v1 update, and every value; `None` for a room nothing
+    /// was ever written to.
+    Export(Reply<Option<SnapshotFile>>),
     /// Merge a file into the room: its document like an edit from a client, its values with
     /// the CRDT merge (so importing the same file twice changes nothing).
     Import(SnapshotFile, Reply<Merged>),
@@ -162,20 +161,14 @@ impl Room {
         let unstored = self.core.strict() && !self.core.ledger.is_clean();
         match op {
             AdminOp::Export(reply) => {
+                let written = self.core.last_seq > 0 || !self.core.values.is_empty();
                 let _ = reply.send(if unstored {
                     Err(RoomError::Unstored)
                 } else {
-                    Ok(SnapshotFile {
+                    Ok(written.then(|| SnapshotFile {
                         update: docs::encode_state(&self.core.doc),
                         values: stored_values::named(&self.core.values),
-                    })
-                });
-            }
-            AdminOp::Inspect(reply) => {
-                let _ = reply.send(if unstored {
-                    Err(RoomError::Unstored)
-                } else {
-                    Ok(docs::to_json(&self.core.doc))
+                    }))
                 });
             }
             AdminOp::Import(file, reply) => {
@@ -232,8 +225,13 @@ impl Room {
             .merge_values(stored_values::updates(file.values), true)
             .await?;
         let before = self.core.doc.transact().state_vector();
-        self.apply_updates(vec![(ADMIN_CONN, update, Bytes::from(file.update))])
-            .await;
+        self.apply_updates(vec![(
+            ADMIN_CONN,
+            update,
+            Bytes::from(file.update),
+            Confirm::Never,
+        )])
+        .await;
         let document = self.core.doc.transact().state_vector() != before;
         if document && !self.commit().await {
             return Err(RoomError::Held("imported"));
@@ -266,7 +264,8 @@ impl Room {
         raw: Bytes,
     ) -> Result<Written, RoomError> {
         let before = self.core.doc.transact().state_vector();
-        self.apply_updates(vec![(ADMIN_CONN, update, raw)]).await;
+        self.apply_updates(vec![(ADMIN_CONN, update, raw, Confirm::Never)])
+            .await;
         let changed = self.core.doc.transact().state_vector() != before;
         if changed && !self.commit().await {
             return Err(RoomError::Held("applied"));
@@ -361,8 +360,18 @@ impl Room {
         };
         info!(bytes = edit.len(), "restoring with a forward edit");
         self.core.record(Bytes::from(edit), Vec::new());
-        if !self.commit().await && self.core.strict() {
-            return Err(RoomError::Held("restored in memory"));
+        if !self.commit().await {
+            if self.core.strict() {
+                return Err(RoomError::Held("restored in memory"));
+            }
+        } else {
+            // A restore point of the restored content, which also tells the webhooks
+            // (`room.restored`, at the restore's seq).
+            let snapshot = self.core.snapshot(SnapshotKind::Restored);
+            let write = self.shared.store.write_snapshot(&self.name, &snapshot);
+            if let Err(e) = deadline(COMMIT_TIMEOUT, write).await {
+                warn!(error = %e, "writing the restored restore point failed");
+            }
         }
         Ok(Merged {
             document: true,

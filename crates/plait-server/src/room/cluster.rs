@@ -8,6 +8,9 @@
 //!   up from the store (`load_updates_until(room, last_seq, ..)`).
 //! - Awareness from another process is kept under a pseudo-connection per remote process, so
 //!   it expires like anyone's when that process stops renewing it (a SIGKILLed process).
+//! - A Hocuspocus stateless message from another process goes to the room's Hocuspocus
+//!   documents here, as one from a local document would (the room keeps nothing of it; the
+//!   endpoint publishes its own documents' messages).
 //! - While the bus is down (or after it reconnects, or when a message was dropped) the room
 //!   catches up from the store on its tick.
 
@@ -154,6 +157,13 @@ impl Room {
                 self.core.fan_out_awareness(&accepted);
             }
             BusEvent::AwarenessQuery => self.core.announce_awareness(),
+            BusEvent::Stateless { origin, payload } => {
+                let n = self
+                    .shared
+                    .hocuspocus
+                    .relay(&self.name, remote_conn(origin), &payload);
+                debug!(relayed = n, "stateless from another process");
+            }
             BusEvent::Values(updates) => {
                 for update in updates {
                     match self.core.values.merge_durable(&update, &mut self.core.hlc) {

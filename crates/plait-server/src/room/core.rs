@@ -40,7 +40,7 @@ use super::ledger::{Committed, Ledger};
 
 mod values;
 
-use super::{Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR};
+use super::{Confirm, Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR};
 use crate::awareness::Awareness;
 use crate::config::{Durability, RoomConfig};
 use crate::conn::{Close, ConnId};
@@ -71,8 +71,9 @@ pub(crate) enum Applied {
 struct Transaction {
     /// The transaction's own encoding of what it integrated (`00 00` when nothing).
     changes: Vec<u8>,
-    /// The updates that applied, with their senders, as they were sent.
-    applied: Vec<(ConnId, Bytes)>,
+    /// The updates that applied, with their senders, as they were sent, and whether their
+    /// senders are told once they are stored.
+    applied: Vec<(ConnId, Bytes, Confirm)>,
     /// Senders whose update yrs refused.
     failed: Vec<ConnId>,
     /// Whether pending updates over the limit were dropped.
@@ -372,12 +373,21 @@ impl RoomCore {
     /// Applies a batch of updates in one transaction and records them in the ledger (which
     /// sends their frames now or once stored).
     ///
-    /// What is stored and relayed are the bytes the clients sent, not yrs's re-encoding:
-    /// yrs keeps JSON objects in hash maps, so its encoding loses their key order, which
-    /// clients can observe. Only when updates with missing dependencies are involved is the
+    /// Each update marked [`Confirm::Once`] is confirmed to its sender exactly once, whatever
+    /// the batch it falls in: with the write that stores it, or, if it added nothing, once
+    /// everything applied before it is stored. An update marked [`Confirm::Never`] is stored
+    /// and relayed like any other, and never confirmed.
+    ///
+    /// What is stored and relayed are the bytes the clients sent, not yrs's re-encoding: those
+    /// are what the writer wrote by definition (yrs 0.28.1's encoding changed bigints, -0 and
+    /// object key order; the vendored yrs encodes them back as written, which sync step 2 and
+    /// snapshots rely on). Only when updates with missing dependencies are involved is the
     /// transaction's own encoding used, since it holds what was integrated from earlier
     /// batches' pending updates.
-    pub(super) fn apply_updates(&mut self, mut updates: Vec<(ConnId, Update, Bytes)>) -> Applied {
+    pub(super) fn apply_updates(
+        &mut self,
+        mut updates: Vec<(ConnId, Update, Bytes, Confirm)>,
+    ) -> Applied {
         // A connection that was closed (kicked, malformed input, slow) is no member: what its
         // reader still forwarded during the close grace is not applied.
         updates.retain(|(conn, ..)| *conn == ADMIN_CONN || self.members.contains_key(conn));
@@ -405,9 +415,9 @@ impl RoomCore {
             let pending_before = has_pending(&txn);
             let mut applied = Vec::with_capacity(updates.len());
             let mut failed = Vec::new();
-            for (conn, update, raw) in updates {
+            for (conn, update, raw, confirm) in updates {
                 match txn.apply_update(update) {
-                    Ok(()) => applied.push((conn, raw)),
+                    Ok(()) => applied.push((conn, raw, confirm)),
                     Err(e) => {
                         debug!(conn, error = %e, "update did not apply");
                         failed.push(conn);
@@ -453,17 +463,36 @@ impl RoomCore {
                 self.send(*conn, step1.clone());
             }
         }
-        // Nothing integrated (known content, or only pending): nothing to store or relay.
+        let confirmed = |applied: &[(ConnId, Bytes, Confirm)]| -> Vec<ConnId> {
+            applied
+                .iter()
+                .filter(|(_, _, confirm)| *confirm == Confirm::Once)
+                .map(|(conn, ..)| *conn)
+                .collect()
+        };
+        // Nothing integrated (known content, or only pending): nothing to store or relay. The
+        // senders that count these updates are told once what is ahead of them is stored.
         if outcome.changes.len() <= 2 {
+            let senders = confirmed(&outcome.applied);
+            if !senders.is_empty() {
+                if let Some(now) = self.ledger.acknowledge(senders) {
+                    self.ack(&now);
+                }
+            }
             return Applied::Nothing;
         }
         let entries: Vec<(Bytes, Vec<ConnId>)> = if outcome.involved_pending {
-            let mut applied: Vec<ConnId> = outcome.applied.iter().map(|(c, _)| *c).collect();
-            applied.dedup();
-            vec![(Bytes::from(outcome.changes), applied)]
+            // One confirmation per update to confirm, not per sender.
+            let senders = confirmed(&outcome.applied);
+            vec![(Bytes::from(outcome.changes), senders)]
         } else {
             let applied = outcome.applied.into_iter();
-            applied.map(|(conn, raw)| (raw, vec![conn])).collect()
+            applied
+                .map(|(conn, raw, confirm)| match confirm {
+                    Confirm::Once => (raw, vec![conn]),
+                    Confirm::Never => (raw, Vec::new()),
+                })
+                .collect()
         };
         for (update, senders) in entries {
             self.record(update, senders);
@@ -479,15 +508,15 @@ impl RoomCore {
     ///   a permission-denied message and stays connected.
     pub(super) fn admit_updates(
         &mut self,
-        updates: Vec<(ConnId, Update, Bytes)>,
-    ) -> Vec<(ConnId, Update, Bytes)> {
+        updates: Vec<(ConnId, Update, Bytes, Confirm)>,
+    ) -> Vec<(ConnId, Update, Bytes, Confirm)> {
         let now = Instant::now();
         let max_doc = self.config.max_document_bytes;
         let bind = self.config.bind_client_ids;
         let mut sv: Option<StateVector> = None;
         let mut projected = self.doc_bytes;
         let mut admitted = Vec::with_capacity(updates.len());
-        for (conn, update, raw) in updates {
+        for (conn, update, raw, confirm) in updates {
             if bind && conn != ADMIN_CONN {
                 let sv = sv.get_or_insert_with(|| self.doc.transact().state_vector());
                 let insertions = update.insertions(true);
@@ -537,7 +566,7 @@ impl RoomCore {
                 continue;
             }
             projected += raw.len();
-            admitted.push((conn, update, raw));
+            admitted.push((conn, update, raw, confirm));
         }
         admitted
     }

@@ -49,7 +49,7 @@ impl Inbound {
     /// About how many bytes the message keeps alive while it waits in the inbox.
     fn queued_bytes(&self) -> usize {
         match self {
-            Inbound::Update(_, raw) => raw.len(),
+            Inbound::Update(_, raw, _) => raw.len(),
             Inbound::Awareness(entries) => entries.iter().map(|e| e.state.len() + 24).sum(),
             Inbound::Step1(_) | Inbound::QueryAwareness | Inbound::Value(_) => 64,
         }
@@ -61,14 +61,29 @@ impl Inbound {
 pub(crate) enum Inbound {
     /// Sync step 1: answer with what the client lacks.
     Step1(StateVector),
-    /// Sync step 2 or update (the same thing to the server): decoded, and the bytes as sent.
-    Update(Update, Bytes),
+    /// Sync step 2 or update (the same thing to the server): decoded, the bytes as sent, and
+    /// whether its sender is told once it is stored.
+    Update(Update, Bytes, Confirm),
     /// Awareness entries the client published.
     Awareness(Vec<AwarenessEntry>),
     /// Answer with every awareness state.
     QueryAwareness,
     /// A CRDT values message from a connection that opted in.
     Value(ClientMessage),
+}
+
+/// Whether a member that asked for acks ([`MemberLink::acks`]) is told that an update of its
+/// is stored. A y-websocket client never is (its echo is its confirmation); a Hocuspocus
+/// provider counts one unsynced change per update it sends, and one for the sync step 2 that
+/// answers the server's step 1 after its own (the endpoint decides which is which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirm {
+    /// Once, when the update and everything applied before it are stored, even if it added
+    /// nothing to the document (then nothing of it is stored or relayed, but the sender
+    /// still counts it).
+    Once,
+    /// Never: its sender does not count it, or counts it in a later message's confirmation.
+    Never,
 }
 
 /// The closed set of messages a room accepts.
@@ -231,7 +246,7 @@ mod tests {
         };
         let update = |len: usize| {
             let empty = Update::new();
-            Inbound::Update(empty, Bytes::from(vec![0u8; len]))
+            Inbound::Update(empty, Bytes::from(vec![0u8; len]), Confirm::Once)
         };
         handle
             .send_inbound(1, update(INBOX_BYTES - 100))

@@ -102,6 +102,22 @@ impl Ledger {
         }
     }
 
+    /// Senders to tell "stored" for updates that added nothing to the document (so nothing of
+    /// theirs is written), once everything applied before them is stored. Returns them when
+    /// that is now (nothing waits, or relaxed durability); otherwise they go with the acks of
+    /// the write that stores what is ahead of them.
+    pub(crate) fn acknowledge(&mut self, senders: Vec<ConnId>) -> Option<Vec<ConnId>> {
+        if !self.strict || self.is_clean() {
+            return Some(senders);
+        }
+        match &mut self.in_flight {
+            // Only the write under way is ahead of them.
+            Some(batch) if self.pending.is_empty() => batch.acks.extend(senders),
+            _ => self.acks.extend(senders),
+        }
+        None
+    }
+
     /// Bytes the room holds because of uncommitted updates: the updates and their held
     /// frames, pending and in flight. `--max-uncommitted-bytes` bounds this.
     pub(crate) fn held_bytes(&self) -> usize {
@@ -389,6 +405,31 @@ mod tests {
             simulate(seed, true, 2_000);
             simulate(seed, false, 2_000);
         }
+    }
+
+    /// A sender whose update added nothing is told "stored" only once what was applied before
+    /// it is stored: not at once while a write or pending updates are ahead of it, and with a
+    /// failed write's acks when that write is retried.
+    #[test]
+    fn an_update_that_added_nothing_is_confirmed_after_what_is_ahead_of_it() {
+        let t = Instant::now();
+        let mut ledger = Ledger::new(true);
+        assert_eq!(ledger.acknowledge(vec![7]), Some(vec![7]), "nothing ahead");
+        ledger.record(update(0), frame(0), vec![1]);
+        assert_eq!(ledger.acknowledge(vec![7]), None, "a pending update ahead");
+        ledger.start(t).unwrap();
+        assert_eq!(
+            ledger.acknowledge(vec![8]),
+            None,
+            "the write under way ahead"
+        );
+        ledger.failed(t);
+        ledger.start(t + MAX_RETRY_DELAY).unwrap();
+        assert_eq!(ledger.committed().acks, vec![1, 7, 8]);
+        assert_eq!(ledger.acknowledge(vec![9]), Some(vec![9]), "clean again");
+        let mut relaxed = Ledger::new(false);
+        relaxed.record(update(0), frame(0), vec![1]);
+        assert_eq!(relaxed.acknowledge(vec![7]), Some(vec![7]));
     }
 
     #[test]

@@ -32,7 +32,7 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use super::core::{Applied, RoomCore};
-use super::{Inbound, MemberLink};
+use super::{Confirm, Inbound, MemberLink};
 use crate::config::{Config, Durability};
 use crate::conn::{Close, ConnId};
 use crate::outbox::{self, CloseSignal, OutboxRx};
@@ -177,7 +177,8 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
                     txn.encode_update_v1()
                 };
                 let decoded = Update::decode_v1(&update).unwrap();
-                let applied = core.apply_updates(vec![(conn, decoded, Bytes::from(update))]);
+                let applied =
+                    core.apply_updates(vec![(conn, decoded, Bytes::from(update), Confirm::Once)]);
                 assert!(
                     !matches!(applied, Applied::Poisoned(_)),
                     "{}: yrs panicked",
