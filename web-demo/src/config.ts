@@ -41,3 +41,22 @@ export function defaultServerUrl(loc: Location): string {
   const scheme = loc.protocol === 'https:' ? 'wss' : 'ws'
   return `${scheme}://${loc.host}`
 }
+
+/** The Hocuspocus endpoint of the server: plait answers `@hocuspocus/provider` there. */
+export function hocuspocusUrl(serverUrl: string): string {
+  return `${serverUrl}/hocuspocus`
+}
+
+/**
+ * The address of another page of the demo (`./` or `./tiptap.html`) for the same room and
+ * the same `server` override, so that following the link keeps you in the room.
+ */
+export function pageLink(page: string, loc: Location = window.location): string {
+  const here = new URL(loc.href)
+  const there = new URL(page, here)
+  for (const key of ['room', 'server']) {
+    const value = here.searchParams.get(key)
+    if (value) there.searchParams.set(key, value)
+  }
+  return there.href
+}

@@ -9,16 +9,12 @@ import { EditorState } from '@codemirror/state'
 import { EditorView, keymap, lineNumbers, highlightActiveLine, highlightActiveLineGutter, drawSelection, placeholder } from '@codemirror/view'
 import { defaultKeymap, indentWithTab } from '@codemirror/commands'
 
-import { readConfig } from './config'
-import { loadIdentity, saveIdentity, loadOfflinePreference, saveOfflinePreference, type UserIdentity } from './user'
-import { ActivityTracker, bindPresenceList } from './presence'
+import { pageLink, readConfig } from './config'
+import { loadIdentity, loadOfflinePreference, saveOfflinePreference, type UserIdentity } from './user'
+import { ActivityTracker, bindIdentityInput, bindPresenceList, publishUser } from './presence'
 import { mountCrdtValues } from './crdt-hook'
+import { $, bindCopyLink, failPage } from './page'
 
-const $ = <T extends HTMLElement>(id: string): T => {
-  const el = document.getElementById(id)
-  if (!el) throw new Error(`missing #${id}`)
-  return el as T
-}
 
 /** How long to wait for IndexedDB before connecting anyway (it can be blocked or unavailable). */
 const IDB_TIMEOUT_MS = 3_000
@@ -30,6 +26,7 @@ async function start(): Promise<void> {
 
   document.title = `${room} · plait`
   $('room-name').textContent = room
+  for (const id of ['page-rich', 'rich-hint-link']) $<HTMLAnchorElement>(id).href = pageLink('./tiptap.html')
 
   const doc = new Y.Doc()
   const ytext = doc.getText('codemirror')
@@ -43,7 +40,7 @@ async function start(): Promise<void> {
     params: { 'plait-values': '1' },
   })
   const awareness = provider.awareness
-  awareness.setLocalStateField('user', { name: identity.name, color: identity.color, colorLight: identity.colorLight })
+  publishUser(awareness, identity)
 
   const persistence = new IndexeddbPersistence(`plait-demo/${room}`, doc)
   await Promise.race([persistence.whenSynced, new Promise((resolve) => setTimeout(resolve, IDB_TIMEOUT_MS))])
@@ -75,26 +72,13 @@ async function start(): Promise<void> {
   })
   bindPresenceList(awareness, $('presence'), $('presence-count'))
 
-  const nameInput = $<HTMLInputElement>('user-name')
-  const swatch = $('user-color')
-  nameInput.value = identity.name
-  swatch.style.backgroundColor = identity.color
-  nameInput.addEventListener('input', () => {
-    const name = nameInput.value.trim().slice(0, 32)
-    if (!name) return
-    identity.name = name
-    saveIdentity(identity)
-    awareness.setLocalStateField('user', { name: identity.name, color: identity.color, colorLight: identity.colorLight })
-  })
-  nameInput.addEventListener('change', () => {
-    if (!nameInput.value.trim()) nameInput.value = identity.name
-  })
+  bindIdentityInput(awareness, identity, $<HTMLInputElement>('user-name'), $('user-color'))
 
   // Tell the others at once that we left, instead of waiting for the socket to close.
   window.addEventListener('pagehide', () => removeAwarenessStates(awareness, [doc.clientID], 'page hidden'))
   window.addEventListener('pageshow', (e) => {
     if (e.persisted) {
-      awareness.setLocalStateField('user', { name: identity.name, color: identity.color, colorLight: identity.colorLight })
+      publishUser(awareness, identity)
       activity.publish()
     }
   })
@@ -144,17 +128,7 @@ async function start(): Promise<void> {
     renderStatus()
   })
 
-  $('copy-link').addEventListener('click', async () => {
-    const button = $('copy-link')
-    const url = new URL(window.location.href)
-    try {
-      await navigator.clipboard.writeText(url.href)
-      button.textContent = 'Copied!'
-    } catch {
-      window.prompt('Copy this link to share the room:', url.href)
-    }
-    setTimeout(() => (button.textContent = 'Copy link'), 1500)
-  })
+  bindCopyLink($('copy-link'))
 
   mountCrdtValues({ container: $('crdt-values'), room, serverUrl, doc, provider })
 
@@ -174,12 +148,4 @@ if (import.meta.env.PROD && 'serviceWorker' in navigator && window.isSecureConte
   })
 }
 
-start().catch((err: unknown) => {
-  const message = err instanceof Error ? err.message : String(err)
-  document.body.dataset.failed = 'true'
-  const box = document.createElement('p')
-  box.className = 'fatal'
-  box.textContent = `The editor could not start: ${message}`
-  document.body.prepend(box)
-  throw err
-})
+start().catch(failPage)

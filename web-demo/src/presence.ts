@@ -7,6 +7,8 @@
 
 import type { Awareness } from 'y-protocols/awareness'
 
+import { saveIdentity, type UserIdentity } from './user'
+
 export type Activity = 'active' | 'typing' | 'idle'
 
 export const TYPING_MS = 2_000
@@ -123,4 +125,25 @@ export function bindPresenceList(awareness: Awareness, list: HTMLElement, count:
   awareness.on('change', render)
   render()
   return () => awareness.off('change', render)
+}
+
+/** Publishes the local user as `{ user: {name, color, colorLight} }`, the shape both pages use. */
+export function publishUser(awareness: Awareness, identity: UserIdentity): void {
+  awareness.setLocalStateField('user', { name: identity.name, color: identity.color, colorLight: identity.colorLight })
+}
+
+/** The "Your name" field and colour swatch: edits rename the user, saved and published. */
+export function bindIdentityInput(awareness: Awareness, identity: UserIdentity, input: HTMLInputElement, swatch: HTMLElement): void {
+  input.value = identity.name
+  swatch.style.backgroundColor = identity.color
+  input.addEventListener('input', () => {
+    const name = input.value.trim().slice(0, 32)
+    if (!name) return
+    identity.name = name
+    saveIdentity(identity)
+    publishUser(awareness, identity)
+  })
+  input.addEventListener('change', () => {
+    if (!input.value.trim()) input.value = identity.name
+  })
 }

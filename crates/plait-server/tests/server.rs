@@ -601,3 +601,69 @@ async fn subdocuments_are_relayed_stored_and_reloaded() {
     assert_eq!(c.text(), "beside it!");
     server.stop().await;
 }
+
+/// Pins the web demo's two pages (issue #15): `/` (CodeMirror on y-websocket) and
+/// `/tiptap.html` (Tiptap on Hocuspocus) are served from the embedded bundle as HTML, and
+/// every script and stylesheet they name under `./assets/` is served with its content type
+/// (a module script served as `application/octet-stream` would not run).
+#[tokio::test]
+async fn both_demo_pages_and_their_assets_are_served_with_their_content_types() {
+    let server = TestServer::start().await;
+    for page in ["/", "/tiptap.html"] {
+        let (status, content_type, body) = get_text(&server, page).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(content_type, "text/html; charset=utf-8", "{page}");
+        let assets: Vec<&str> = body
+            .split("=\"./assets/")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(
+            assets.iter().any(|a| a.ends_with(".js")),
+            "{page} names no script"
+        );
+        assert!(
+            assets.iter().any(|a| a.ends_with(".css")),
+            "{page} names no stylesheet"
+        );
+        for asset in assets {
+            let path = format!("/assets/{asset}");
+            let (status, content_type, _) = get_text(&server, &path).await;
+            assert_eq!(status, 200, "{path}");
+            let expected = if asset.ends_with(".js") {
+                "text/javascript; charset=utf-8"
+            } else {
+                "text/css; charset=utf-8"
+            };
+            assert_eq!(content_type, expected, "{path}");
+        }
+    }
+    // Each page links to the other.
+    let (_, _, plain) = get_text(&server, "/").await;
+    assert!(plain.contains("href=\"./tiptap.html\""));
+    let (_, _, rich) = get_text(&server, "/tiptap.html").await;
+    assert!(rich.contains("href=\"./\""));
+    server.stop().await;
+}
+
+/// A plain `GET`: the status, the `content-type` header and the body as text.
+async fn get_text(server: &TestServer, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
