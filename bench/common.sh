@@ -24,3 +24,17 @@ start_plait() {
   RUST_LOG=warn "$1" serve --host 127.0.0.1 --port "$2" \
     --store "sqlite://$3/plait.db" --durability strict >"$4" 2>&1 &
 }
+
+# setup_run NAME: what relay.sh, memory.sh and endpoints.sh each start with. Raises the open
+# file limit, builds plait and plait-bench in release mode, and sets BENCH (the generator),
+# OUT (bench/results/<date>-NAME.jsonl, appended to), TMP (removed at exit) and PID (the
+# server under test, killed at exit if still set).
+setup_run() {
+  ulimit -n "$(ulimit -Hn)"
+  cargo build --release -p plait -p plait-bench 2>&1 | tail -n 1
+  BENCH="$ROOT/target/release/plait-bench"
+  OUT="$ROOT/bench/results/$(date +%F)-$1.jsonl"
+  TMP=$(mktemp -d)
+  PID=""
+  trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+}

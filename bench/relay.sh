@@ -13,13 +13,7 @@ source bench/common.sh
 CLIENTS=${CLIENTS:-500}
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-8}
-ulimit -n "$(ulimit -Hn)"
-cargo build --release -p plait -p plait-bench 2>&1 | tail -n 1
-BENCH="$ROOT/target/release/plait-bench"
-OUT="$ROOT/bench/results/$(date +%F)-relay.jsonl"
-TMP=$(mktemp -d)
-PID=""
-trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+setup_run relay
 PORT=17600
 for round in $(seq 1 "$ROUNDS"); do
   for kind in relay plait; do

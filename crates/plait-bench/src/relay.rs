@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Frames queued per connection before it counts as a slow consumer (plait's
@@ -60,7 +61,14 @@ async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Rooms) {
         path = req.uri().path().trim_start_matches('/').to_owned();
         Ok(resp)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+    // The buffer sizes plait gives tungstenite (its defaults allocate a 128 KiB read buffer
+    // per socket up front, which would make the relay's memory the defaults', not the stack's).
+    let config = WebSocketConfig::default()
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(16 * 1024);
+    let Ok(ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+    else {
         return;
     };
     let room = path;
