@@ -1,6 +1,7 @@
 //! The `plait` binary: `plait serve` (the default) runs the server.
 
 mod cli;
+mod remote;
 mod token;
 
 use std::net::SocketAddr;
@@ -98,6 +99,22 @@ enum Command {
         #[command(flatten)]
         target: cli::Target,
     },
+    /// Delete a room: its clients are closed with 4404 (do not reconnect) and everything stored
+    /// of it is removed, restore points too; a later connection starts it empty.
+    Delete {
+        /// The room name.
+        room: String,
+        #[command(flatten)]
+        target: cli::Target,
+    },
+    /// Revoke tokens (by user, by `jti`, or every token issued before a time): recorded in the
+    /// store, so every server process refuses them and closes their sessions (4401).
+    Revoke {
+        #[command(flatten)]
+        what: cli::RevokeArgs,
+        #[command(flatten)]
+        target: cli::Target,
+    },
     /// Copy every room from one store to another and verify it (e.g. SQLite to PostgreSQL).
     Migrate {
         /// The source store URL.
@@ -136,48 +153,46 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let mut out = std::io::stdout().lock();
     runtime.block_on(async {
-        match command {
+        let lines = match command {
             Command::Serve(_) | Command::Token(_) => unreachable!("handled by main"),
-            Command::Rooms(target) => cli::rooms(&target, &mut out).await,
-            Command::Inspect { room, target } => cli::inspect(&target, &room, &mut out).await,
+            Command::Migrate { from, to } => {
+                let n = cli::migrate(&from, &to, &mut out).await?;
+                vec![format!("migrated {n} room(s)")]
+            }
+            Command::Rooms(target) => {
+                cli::rooms(&target.resolve().await?, &mut out).await?;
+                Vec::new()
+            }
+            Command::Inspect { room, target } => {
+                cli::inspect(&target.resolve().await?, &room, &mut out).await?;
+                Vec::new()
+            }
             Command::Export {
                 room,
                 output,
                 format,
                 target,
             } => {
+                let mut lines = Vec::new();
                 let format = match format {
                     Some(format) => format,
                     None => {
                         let (format, note) = cli::FileFormat::for_file(&output);
-                        if let Some(note) = note {
-                            eprintln!("{note}");
-                        }
+                        lines.extend(note);
                         format
                     }
                 };
-                let done = cli::export(&target, &room, &output, format, None).await?;
-                for line in done.describe(&output, format) {
-                    eprintln!("{line}");
-                }
-                Ok(())
+                let ops = target.resolve().await?;
+                lines.extend(cli::export(&ops, &room, &output, format, None).await?);
+                lines
             }
             Command::Import { room, file, target } => {
-                let changes = cli::import(&target, &room, &file).await?;
-                eprintln!(
-                    "{}",
-                    if changes.changed {
-                        "imported"
-                    } else {
-                        "nothing new: the room already had all of it"
-                    }
-                );
-                for line in changes.value_lines() {
-                    eprintln!("{line}");
-                }
-                Ok(())
+                cli::import(&target.resolve().await?, &room, &file).await?
             }
-            Command::History { room, target } => cli::history(&target, &room, &mut out).await,
+            Command::History { room, target } => {
+                cli::history(&target.resolve().await?, &room, &mut out).await?;
+                Vec::new()
+            }
             Command::Restore {
                 room,
                 from,
@@ -186,35 +201,35 @@ fn run_admin(command: Command) -> anyhow::Result<()> {
                 target,
             } => {
                 let from = match (from, at) {
-                    (Some(f), _) => cli::RestoreFrom::File(f),
-                    (None, Some(at)) => cli::RestoreFrom::Time(cli::parse_time(&at)?),
+                    (Some(f), _) => cli::RestoreArg::File(f),
+                    (None, Some(at)) => cli::RestoreArg::Time(cli::parse_time(&at)?),
                     (None, None) => unreachable!("clap requires one"),
                 };
-                let lines = match (from, to_file) {
-                    (cli::RestoreFrom::Time(at), Some(file)) => {
-                        let format = cli::FileFormat::Plait;
-                        cli::export(&target, &room, &file, format, Some(at))
-                            .await?
-                            .describe(&file, format)
+                let ops = target.resolve().await?;
+                match (from, to_file) {
+                    (cli::RestoreArg::Time(at), Some(file)) => {
+                        cli::export(&ops, &room, &file, cli::FileFormat::Plait, Some(at)).await?
                     }
-                    (from, _) => cli::describe_restore(&cli::restore(&target, &room, from).await?),
-                };
-                for line in lines {
-                    eprintln!("{line}");
+                    (from, _) => cli::restore(&ops, &room, from).await?,
                 }
-                Ok(())
             }
             Command::Compact { room, target } => {
-                let n = cli::compact(&target, room.as_deref()).await?;
-                eprintln!("compacted {n} room(s)");
-                Ok(())
+                let n = cli::compact(&target.resolve().await?, room.as_deref()).await?;
+                vec![format!("compacted {n} room(s)")]
             }
-            Command::Migrate { from, to } => {
-                let n = cli::migrate(&from, &to, &mut out).await?;
-                eprintln!("migrated {n} room(s)");
-                Ok(())
+            Command::Delete { room, target } => {
+                vec![cli::delete(&target.resolve().await?, &room).await?]
             }
+            Command::Revoke { what, target } => {
+                let ops = target.resolve().await?;
+                let via_server = matches!(ops, cli::Via::Server(_));
+                vec![cli::revoke(&ops, via_server, what).await?]
+            }
+        };
+        for line in lines {
+            eprintln!("{line}");
         }
+        Ok(())
     })
 }
 

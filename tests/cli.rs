@@ -495,3 +495,102 @@ async fn values_travel_with_export_import_and_restore() {
         "truncated plait snapshot file",
     );
 }
+
+/// `plait delete` and `plait revoke`, through a running server (its clients are closed at once:
+/// 4404 for the deleted room, 4401 for the revoked user) and on the store when none runs; an
+/// unknown room is refused in the same words both ways (one `RoomOps` interface).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_revoke_go_through_the_server_or_the_store() {
+    use plait_server::auth::{issue_hs256, now_secs, Claims, Right};
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/plait.db", dir.path().display());
+    let secret = "cli-revoke-secret-cli-revoke-secret";
+    let server = binary::Server::start(
+        &store,
+        &["--admin-token", "s3cret", "--auth-secret", secret],
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let env = [
+        ("PLAIT_SERVER", base.as_str()),
+        ("PLAIT_ADMIN_TOKEN", "s3cret"),
+    ];
+    let token = |user: &str| {
+        let claims = Claims {
+            rooms: vec!["*".into()],
+            right: Right::Write,
+            exp: now_secs() + 3600,
+            iat: Some(now_secs()),
+            user: Some(user.into()),
+            jti: None,
+        };
+        issue_hs256(secret, &claims).unwrap()
+    };
+    let url = |port: u16, room: &str, user: &str| {
+        format!("ws://127.0.0.1:{port}/{room}?token={}", token(user))
+    };
+    let ada = TestClient::connect(&url(server.port, "doomed", "ada")).await;
+    ada.insert(0, "to be deleted");
+    let bob = TestClient::connect(&url(server.port, "kept", "bob")).await;
+    bob.insert(0, "bob's");
+    let eve = TestClient::connect(&url(server.port, "kept", "eve")).await;
+    eve.wait_text("bob's").await;
+
+    let out = plait(&["delete", "doomed"], &env);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("deleted \"doomed\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ada.wait_closed().await.0, 4404);
+    fails(
+        &plait(&["inspect", "doomed"], &env),
+        "no room named \"doomed\"",
+    );
+    fails(&plait(&["inspect", "nope"], &env), "no room named \"nope\"");
+
+    let out = plait(&["revoke", "--user", "eve"], &env);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("1 session(s) closed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(eve.wait_closed().await.0, 4401);
+    // Exactly one of the three, checked before anything is sent.
+    fails(
+        &plait(&["revoke", "--user", "a", "--jti", "b"], &env),
+        "cannot be used with",
+    );
+    server.kill();
+
+    // No server: the same commands work on the store, and a server started later honours them.
+    let offline = [("PLAIT_STORE", store.as_str())];
+    let out = plait(&["delete", "kept"], &offline);
+    ok(&out);
+    assert!(
+        stderr(&out).contains("deleted \"kept\""),
+        "{}",
+        stderr(&out)
+    );
+    fails(
+        &plait(&["inspect", "kept"], &offline),
+        "no room named \"kept\"",
+    );
+    let out = plait(&["delete", "kept"], &offline);
+    assert!(
+        stderr(&out).contains("nothing was stored"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&plait(&["revoke", "--user", "bob"], &offline));
+    let server = binary::Server::start(&store, &["--auth-secret", secret]).await;
+    let refused =
+        TestClient::connect_request(url(server.port, "kept", "bob"), yrs::Doc::new()).await;
+    assert!(refused.is_err(), "a token revoked offline was accepted");
+    let admitted =
+        TestClient::connect_request(url(server.port, "kept", "ada"), yrs::Doc::new()).await;
+    assert!(admitted.is_ok(), "another user's token was refused");
+    server.kill();
+}

@@ -722,6 +722,18 @@ async fn a_hocuspocus_provider_and_a_y_websocket_client_on_two_processes_share_a
                 message: ServerMessage::SyncStatus(true),
                 ..
             } => confirmed = true,
+            // As a provider does: the server's step 1 is answered with a step 2, whose
+            // confirmation covers the update sent before it.
+            ServerFrame::Document {
+                message: ServerMessage::Sync(SyncMessage::Step1(sv)),
+                ..
+            } => {
+                let sv = yrs::StateVector::decode_v1(&sv).unwrap();
+                let step2 = doc.transact().encode_state_as_update_v1(&sv);
+                sink.send(binary(hp::encode_sync_step2("shared", &step2)))
+                    .await
+                    .unwrap();
+            }
             ServerFrame::Document {
                 message: ServerMessage::Sync(SyncMessage::Step2(u) | SyncMessage::Update(u)),
                 ..
@@ -732,4 +744,220 @@ async fn a_hocuspocus_provider_and_a_y_websocket_client_on_two_processes_share_a
             _ => {}
         }
     }
+}
+
+/// The change feed across processes and a restart: a consumer follows the room on B while
+/// clients write on A and B; A is SIGKILLed and restarted; the consumer, reconnecting to A
+/// with its last id, gets every seq exactly once, in order, and the updates rebuild the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_change_feed_is_gap_free_across_processes_and_a_restart() {
+    let Some(db) = database("cluster_feed").await else {
+        return;
+    };
+    let prefix = unique("feed");
+    let a = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let b = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let on_a = TestClient::connect(&a.url("fed")).await;
+    let on_b = TestClient::connect(&b.url("fed")).await;
+    for i in 0..10 {
+        on_a.insert(0, &format!("a{i} "));
+        on_b.insert(0, &format!("b{i} "));
+    }
+    converge(&[&on_a, &on_b], 60, Duration::from_secs(10)).await;
+    // Updates of one batch may share a row: the room's seq says how many events there are.
+    async fn seq(server: &binary::Server) -> u64 {
+        server.json("GET", "/api/rooms/fed", None).await.1["seq"]
+            .as_u64()
+            .unwrap()
+    }
+    let stored = seq(&b).await;
+    let b_addr = format!("127.0.0.1:{}", b.port).parse().unwrap();
+    let first = support::sse::read_events(
+        b_addr,
+        "/api/rooms/fed/changes?since=0",
+        None,
+        stored as usize,
+    )
+    .await;
+    a.kill();
+    let a = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let again = TestClient::connect(&a.url("fed")).await;
+    again.wait_text(&on_b.text()).await;
+    again.insert(0, "after ");
+    on_b.wait_text(&again.text()).await;
+    let last = first.last().unwrap().0;
+    let now = seq(&a).await;
+    assert!(now > last);
+    let a_addr = format!("127.0.0.1:{}", a.port).parse().unwrap();
+    let rest = support::sse::read_events(
+        a_addr,
+        "/api/rooms/fed/changes",
+        Some(last),
+        (now - last) as usize,
+    )
+    .await;
+    let ids: Vec<u64> = first.iter().chain(&rest).map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        (1..=now).collect::<Vec<u64>>(),
+        "ids across the restart"
+    );
+    let rebuilt = yrs::Doc::new();
+    for (_, data) in first.iter().chain(&rest) {
+        use base64::Engine;
+        let update = base64::engine::general_purpose::STANDARD
+            .decode(data["update"].as_str().unwrap())
+            .unwrap();
+        plait_server::docs::apply(&rebuilt, &update).unwrap();
+    }
+    let text = {
+        use yrs::GetString;
+        rebuilt
+            .get_or_insert_text("t")
+            .get_string(&rebuilt.transact())
+    };
+    assert_eq!(text, on_b.text());
+    a.kill();
+    b.kill();
+}
+
+/// A raw Hocuspocus provider (v4, with a session key) of one document on one process.
+struct Hocus {
+    address: String,
+    sink: futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        tokio_tungstenite::tungstenite::Message,
+    >,
+    stream: futures_util::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+}
+
+impl Hocus {
+    /// Attaches `address` and waits for its `Authenticated` (the room is loaded then, and
+    /// subscribed to the bus).
+    async fn attach(server: &binary::Server, address: &str) -> Self {
+        use futures_util::{SinkExt, StreamExt};
+        use plait_protocol::hocuspocus as hp;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let (ws, _) = tokio_tungstenite::connect_async(server.url("hocuspocus"))
+            .await
+            .unwrap();
+        let (mut sink, stream) = ws.split();
+        sink.send(WsMessage::Binary(hp::encode_token(
+            address,
+            "",
+            Some("4.8.0"),
+        )))
+        .await
+        .unwrap();
+        let mut h = Hocus {
+            address: address.to_owned(),
+            sink,
+            stream,
+        };
+        let authenticated =
+            |m: &hp::ServerMessage| matches!(m, hp::ServerMessage::Authenticated(_));
+        h.next(authenticated, Duration::from_secs(10))
+            .await
+            .expect("authenticated");
+        h
+    }
+
+    async fn send_stateless(&mut self, payload: &str) {
+        use futures_util::SinkExt;
+        use plait_protocol::hocuspocus as hp;
+        let frame = hp::encode_stateless(&self.address, payload);
+        self.sink
+            .send(tokio_tungstenite::tungstenite::Message::Binary(frame))
+            .await
+            .unwrap();
+    }
+
+    /// The next message of its document for which `pred` holds, within `within`.
+    async fn next(
+        &mut self,
+        pred: impl Fn(&plait_protocol::hocuspocus::ServerMessage) -> bool,
+        within: Duration,
+    ) -> Option<plait_protocol::hocuspocus::ServerMessage> {
+        use futures_util::StreamExt;
+        use plait_protocol::hocuspocus::ServerFrame;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(frame) => frame.expect("socket open").unwrap(),
+            };
+            let tokio_tungstenite::tungstenite::Message::Binary(data) = frame else {
+                continue;
+            };
+            match ServerFrame::decode(&data, &plait_protocol::Limits::default()).unwrap() {
+                ServerFrame::Document { address, message }
+                    if address.as_str() == self.address && pred(&message) =>
+                {
+                    return Some(message)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next stateless payload of its document within `within`.
+    async fn stateless(&mut self, within: Duration) -> Option<String> {
+        use plait_protocol::hocuspocus::ServerMessage;
+        match self
+            .next(|m| matches!(m, ServerMessage::Stateless(_)), within)
+            .await?
+        {
+            ServerMessage::Stateless(p) => Some(p),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Stateless messages between Hocuspocus providers of one room on two processes, both ways,
+/// through the bus: not echoed to their sender, not delivered to another room, and still
+/// relayed on the sender's own process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stateless_messages_cross_processes() {
+    let Some(db) = database("cluster_stateless").await else {
+        return;
+    };
+    let prefix = unique("stateless");
+    let a = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    let b = start(&db, SHARED_REDIS, &prefix, &[]).await;
+    for s in [&a, &b] {
+        metric_is(s, "plait_bus_up 1", Duration::from_secs(10)).await;
+    }
+    let mut on_a = Hocus::attach(&a, "chat\0a").await;
+    let mut also_on_a = Hocus::attach(&a, "chat\0a2").await;
+    let mut on_b = Hocus::attach(&b, "chat\0b").await;
+    let mut elsewhere = Hocus::attach(&b, "other\0b").await;
+    let quick = Duration::from_secs(5);
+    on_a.send_stateless(r#"{"cursor":1}"#).await;
+    assert_eq!(
+        on_b.stateless(quick).await.as_deref(),
+        Some(r#"{"cursor":1}"#)
+    );
+    assert_eq!(
+        also_on_a.stateless(quick).await.as_deref(),
+        Some(r#"{"cursor":1}"#)
+    );
+    on_b.send_stateless("from b").await;
+    assert_eq!(on_a.stateless(quick).await.as_deref(), Some("from b"));
+    assert_eq!(also_on_a.stateless(quick).await.as_deref(), Some("from b"));
+    // Nothing else arrives: no echo to either sender, nothing for the other room.
+    let short = Duration::from_millis(500);
+    assert_eq!(on_a.stateless(short).await, None);
+    assert_eq!(on_b.stateless(short).await, None);
+    assert_eq!(elsewhere.stateless(short).await, None);
+    let metrics = a.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"plait_bus_messages_total{dir="out",kind="stateless"} 1"#),
+        "{metrics}"
+    );
 }

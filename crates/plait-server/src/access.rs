@@ -76,7 +76,7 @@ pub(crate) struct Access {
 
 /// How often a process reads the revocations from the store: the longest a revocation made
 /// through another process takes to reach this one's sessions.
-pub(crate) const REVOCATIONS_POLL: Duration = Duration::from_secs(2);
+pub const REVOCATIONS_POLL: Duration = Duration::from_secs(2);
 
 /// What of a token a revocation can name.
 #[derive(Debug, Clone, Default)]

@@ -77,8 +77,10 @@ pub struct Config {
     #[arg(long, env = "PLAIT_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Send signed webhooks (`room.changed`, `room.deleted`) to this `http://` URL;
-    /// repeatable, or comma-separated in the variable. Needs `--webhook-secret`.
+    /// Send signed webhooks (`room.changed`, `room.restored`, `room.deleted`) to this
+    /// `https://` (or `http://`) URL; repeatable, or comma-separated in the variable. Needs
+    /// `--webhook-secret`. https receivers are verified against the system's certificates
+    /// (`SSL_CERT_FILE` names another bundle).
     #[arg(long, env = "PLAIT_WEBHOOK_URL", value_delimiter = ',')]
     pub webhook_url: Vec<String>,
 
@@ -307,10 +309,9 @@ impl Config {
             return Err("--webhook-url needs --webhook-secret (PLAIT_WEBHOOK_SECRET): receivers verify the signature with it".into());
         }
         for url in &self.webhook_url {
-            // This build has no TLS client: an https receiver sits behind a local proxy.
-            if !url.starts_with("http://") {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(format!(
-                    "--webhook-url {url:?} must start with http:// (for an https receiver, send through a local TLS proxy)"
+                    "--webhook-url {url:?} must start with https:// or http://"
                 ));
             }
         }

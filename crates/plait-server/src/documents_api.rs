@@ -19,7 +19,8 @@
 //!   transaction and one commit, or none (400 with the reason); answered like POST.
 //! - `GET /api/rooms/{room}/changes?since=SEQ` (or the `Last-Event-ID` header): Server-Sent
 //!   Events, one per stored update after `SEQ`, in seq order, with `id` = its seq and `data` =
-//!   `{"room", "seq_from", "seq_to", "update" (base64)}`. Read from the store, so it is
+//!   `{"room", "seq_from", "seq_to", "update" (base64)}`; with `&json=1` also `"changed"`: the
+//!   root types the update changed, as JSON (like `GET /api/rooms/{room}`). Read from the store, so it is
 //!   ordered and gap-free across processes and restarts: a consumer that reconnects to any
 //!   process with its last id misses nothing. When compaction removed rows it asks for, it gets
 //!   one event with the whole document and `"reset": true` instead.
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -43,13 +44,14 @@ use plait_protocol::{Message, SyncMessage};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tracing::warn;
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
+use crate::admin::ApiError;
 use crate::docs::TextAs;
-use crate::room::{AdminOp, Edit, RoomCmd, RoomError};
+use crate::ops::{OpsError, ServerOps};
+use crate::room::Edit;
 use crate::room_name::check_room_name;
 use crate::Shared;
 
@@ -64,60 +66,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/api/rooms/{room}/changes", get(changes))
 }
 
-/// A failure at this edge, rendered as `{"error": "..."}`.
-#[derive(Debug)]
-pub(crate) struct DocError(StatusCode, String);
-
-impl IntoResponse for DocError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-impl From<RoomError> for DocError {
-    fn from(e: RoomError) -> Self {
-        let status = match e {
-            RoomError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RoomError::StoreFailing | RoomError::Held(_) | RoomError::Unstored => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        };
-        DocError(status, e.to_string())
-    }
-}
-
-fn bad_request(msg: impl Into<String>) -> DocError {
-    DocError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-/// Runs an operation in the room's actor, loading the room if needed.
-async fn ask<T>(
-    shared: &Arc<Shared>,
-    room: &str,
-    op: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> AdminOp,
-) -> Result<T, DocError> {
-    if let Err(e) = check_room_name(room, shared.max_room_name_bytes) {
-        let (status, reason) = e.status();
-        return Err(DocError(status, reason.to_owned()));
-    }
-    let unavailable = || {
-        DocError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "room unavailable: try again later".into(),
-        )
-    };
-    let handle = shared
-        .hub
-        .get_or_spawn(room, shared)
-        .await
-        .map_err(|_| unavailable())?;
-    let (reply, answer) = oneshot::channel();
-    handle
-        .tx
-        .send(RoomCmd::Admin(op(reply)))
-        .await
-        .map_err(|_| unavailable())?;
-    Ok(answer.await.map_err(|_| unavailable())??)
+fn bad_request(msg: impl Into<String>) -> ApiError {
+    ApiError::Ops(OpsError::Invalid(msg.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +80,7 @@ async fn read(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
     Query(q): Query<ReadQuery>,
-) -> Result<Response, DocError> {
+) -> Result<Response, ApiError> {
     let text_as = match q.text.as_deref() {
         None | Some("string") => TextAs::String,
         Some("delta") => TextAs::Delta,
@@ -140,13 +90,7 @@ async fn read(
             )))
         }
     };
-    let view = ask(&shared, &room, |reply| AdminOp::Read(text_as, reply)).await?;
-    if !view.written {
-        return Err(DocError(
-            StatusCode::NOT_FOUND,
-            format!("room {room:?} was never written"),
-        ));
-    }
+    let view = ServerOps::new(shared).read(&room, text_as).await?;
     Ok(Json(json!({
         "room": room,
         "seq": view.seq,
@@ -166,7 +110,7 @@ async fn read_update(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
     Query(q): Query<UpdateQuery>,
-) -> Result<Response, DocError> {
+) -> Result<Response, ApiError> {
     let sv = match q.sv.as_deref() {
         None | Some("") => StateVector::default(),
         Some(text) => {
@@ -182,7 +126,7 @@ async fn read_update(
                 .map_err(|e| bad_request(format!("sv is not a state vector: {e}")))?
         }
     };
-    let update = ask(&shared, &room, |reply| AdminOp::Diff(sv, reply)).await?;
+    let update = ServerOps::new(shared).diff(&room, sv).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], update).into_response())
 }
 
@@ -190,7 +134,7 @@ async fn write_update(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
     body: Bytes,
-) -> Result<Response, DocError> {
+) -> Result<Response, ApiError> {
     if body.is_empty() {
         return Err(bad_request("send a Yjs v1 update as the body"));
     }
@@ -204,10 +148,7 @@ async fn write_update(
     };
     let update = Update::decode_v1(&payload)
         .map_err(|e| bad_request(format!("not a valid Yjs v1 update: {e}")))?;
-    let written = ask(&shared, &room, |reply| {
-        AdminOp::Apply(update, payload, reply)
-    })
-    .await?;
+    let written = ServerOps::new(shared).apply(&room, update, payload).await?;
     Ok(Json(json!({
         "changed": written.changed,
         "seq": written.seq,
@@ -223,7 +164,7 @@ async fn patch(
     State(shared): State<Arc<Shared>>,
     Path(room): Path<String>,
     body: Bytes,
-) -> Result<Response, DocError> {
+) -> Result<Response, ApiError> {
     let edits: Vec<Edit> = serde_json::from_slice(&body).map_err(|e| {
         bad_request(format!(
             "send a JSON array of edits ({{\"op\": \"set\" | \"remove\" | \"insert\" | \"delete\" | \"append\", ...}}): {e}"
@@ -232,7 +173,7 @@ async fn patch(
     if edits.is_empty() || edits.len() > MAX_EDITS {
         return Err(bad_request(format!("send 1 to {MAX_EDITS} edits")));
     }
-    let written = ask(&shared, &room, |reply| AdminOp::Patch(edits, reply)).await?;
+    let written = ServerOps::new(shared).patch(&room, edits).await?;
     Ok(Json(json!({
         "changed": written.changed,
         "seq": written.seq,
@@ -249,6 +190,44 @@ const FEED_COMPACTION_CHECK: u32 = 8;
 #[derive(Debug, Deserialize)]
 struct ChangesQuery {
     since: Option<u64>,
+    /// `1`: each event also carries the root types it changed, as JSON.
+    json: Option<String>,
+}
+
+/// The document a `&json=1` feed keeps, to say what each event changed.
+struct Tracked {
+    doc: yrs::Doc,
+    /// The JSON of every root as of the last event sent.
+    roots: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Tracked {
+    fn new(doc: yrs::Doc) -> Self {
+        let roots = Self::json(&doc);
+        Tracked { doc, roots }
+    }
+
+    fn json(doc: &yrs::Doc) -> serde_json::Map<String, serde_json::Value> {
+        match crate::docs::to_json(doc) {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// Applies an update and answers the roots whose JSON it changed, with their new JSON.
+    fn apply(&mut self, update: &[u8]) -> serde_json::Value {
+        if let Err(e) = crate::docs::apply(&self.doc, update) {
+            warn!(error = %e, "change feed: a stored update did not apply");
+        }
+        let now = Self::json(&self.doc);
+        let changed: serde_json::Map<_, _> = now
+            .iter()
+            .filter(|(name, value)| self.roots.get(*name) != Some(*value))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        self.roots = now;
+        serde_json::Value::Object(changed)
+    }
 }
 
 /// Where a change feed stands.
@@ -262,6 +241,8 @@ struct Feed {
     empty_polls: u32,
     /// Whether the stored room was checked for compacted rows since `since` was given.
     checked: bool,
+    /// With `&json=1`: the document as of `since` (built on the first poll).
+    json: Option<Option<Tracked>>,
 }
 
 impl Feed {
@@ -284,6 +265,28 @@ impl Feed {
         Event::default()
             .id(seq_to.to_string())
             .data(data.to_string())
+    }
+
+    /// The stored document as of `since` (its snapshot, if not newer, and the log up to it),
+    /// which the events after it change.
+    async fn document_at_since(&self) -> Result<Tracked, plait_store::Error> {
+        let stored = self.shared.store.load_room(&self.room).await?;
+        let doc = yrs::Doc::new();
+        let base = stored
+            .snapshot
+            .as_ref()
+            .filter(|s| s.up_to_seq <= self.since);
+        let logged = stored.updates.iter().filter(|u| u.seq <= self.since);
+        for data in base
+            .map(|s| &s.data)
+            .into_iter()
+            .chain(logged.map(|u| &u.data))
+        {
+            if let Err(e) = crate::docs::apply(&doc, data) {
+                warn!(room = %self.room, error = %e, "change feed: a stored update did not apply");
+            }
+        }
+        Ok(Tracked::new(doc))
     }
 
     async fn poll(&mut self) -> Result<(), plait_store::Error> {
@@ -312,16 +315,19 @@ impl Feed {
             if compacted {
                 let (doc, _) = crate::docs::doc_from_stored(&stored);
                 let update = crate::docs::encode_state(&doc);
-                let event = self.event(
-                    stored.last_seq,
-                    json!({
-                        "room": self.room,
-                        "seq_from": self.since + 1,
-                        "seq_to": stored.last_seq,
-                        "update": STANDARD.encode(update),
-                        "reset": true,
-                    }),
-                );
+                let mut data = json!({
+                    "room": self.room,
+                    "seq_from": self.since + 1,
+                    "seq_to": stored.last_seq,
+                    "update": STANDARD.encode(update),
+                    "reset": true,
+                });
+                if let Some(tracked) = &mut self.json {
+                    let fresh = Tracked::new(doc);
+                    data["changed"] = serde_json::Value::Object(fresh.roots.clone());
+                    *tracked = Some(fresh);
+                }
+                let event = self.event(stored.last_seq, data);
                 self.ready.push_back(event);
                 self.since = stored.last_seq;
                 return Ok(());
@@ -331,16 +337,20 @@ impl Feed {
             }
         }
         self.checked = true;
+        if matches!(self.json, Some(None)) {
+            self.json = Some(Some(self.document_at_since().await?));
+        }
         for row in rows {
-            let event = self.event(
-                row.seq,
-                json!({
-                    "room": self.room,
-                    "seq_from": row.seq,
-                    "seq_to": row.seq,
-                    "update": STANDARD.encode(&row.data),
-                }),
-            );
+            let mut data = json!({
+                "room": self.room,
+                "seq_from": row.seq,
+                "seq_to": row.seq,
+                "update": STANDARD.encode(&row.data),
+            });
+            if let Some(Some(tracked)) = &mut self.json {
+                data["changed"] = tracked.apply(&row.data);
+            }
+            let event = self.event(row.seq, data);
             self.ready.push_back(event);
             self.since = row.seq;
         }
@@ -353,10 +363,9 @@ async fn changes(
     Path(room): Path<String>,
     Query(q): Query<ChangesQuery>,
     headers: axum::http::HeaderMap,
-) -> Result<Response, DocError> {
+) -> Result<Response, ApiError> {
     if let Err(e) = check_room_name(&room, shared.max_room_name_bytes) {
-        let (status, reason) = e.status();
-        return Err(DocError(status, reason.to_owned()));
+        return Err(bad_request(e.status().1));
     }
     // A reconnecting EventSource sends the id of the last event it got.
     let last_id = headers
@@ -375,6 +384,11 @@ async fn changes(
         ready: std::collections::VecDeque::new(),
         empty_polls: 0,
         checked: false,
+        json: match q.json.as_deref() {
+            None | Some("0") => None,
+            Some("1") => Some(None),
+            Some(other) => return Err(bad_request(format!("json must be 1 or 0, got {other:?}"))),
+        },
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await;

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::admin::{same_secret, ApiError};
 use crate::auth::{self, AuthError, Claims, Right};
+use crate::ops::{RoomOps, ServerOps};
 use crate::Shared;
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -43,11 +45,6 @@ enum Caller {
 
 fn error(status: StatusCode, msg: &str) -> Response {
     (status, Json(json!({ "error": msg }))).into_response()
-}
-
-/// Compares without stopping at the first difference, so timing reveals nothing.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn caller(shared: &Shared, headers: &HeaderMap) -> Result<Caller, (StatusCode, &'static str)> {
@@ -131,9 +128,7 @@ struct RevokeRequest {
 }
 
 /// `POST /api/admin/revoke` (the `--admin-token` only: a revocation reaches every room):
-/// recorded in the store, so it outlives restarts and reaches every process of a cluster
-/// (within [`crate::access::REVOCATIONS_POLL`]); the sessions it covers here are closed with
-/// 4401 at once, and such tokens are refused at the upgrade and on the room APIs from now on.
+/// [`RoomOps::revoke`], answered `{"closed": N}`.
 async fn revoke(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -149,21 +144,11 @@ async fn revoke(
         }
         Err((status, msg)) => return error(status, msg),
     }
-    let req = match serde_json::from_slice::<RevokeRequest>(&body) {
-        Ok(req)
-            if usize::from(req.user.is_some())
-                + usize::from(req.jti.is_some())
-                + usize::from(req.issued_before.is_some())
-                == 1 =>
-        {
-            req
-        }
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                r#"send one of {"user": NAME}, {"jti": ID} or {"issued_before": UNIX_SECONDS}"#,
-            )
-        }
+    let Ok(req) = serde_json::from_slice::<RevokeRequest>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            r#"send one of {"user": NAME}, {"jti": ID} or {"issued_before": UNIX_SECONDS}"#,
+        );
     };
     let revocation = plait_store::Revocation {
         user: req.user,
@@ -171,29 +156,10 @@ async fn revoke(
         issued_before: req.issued_before,
         created_at_ms: plait_store::now_ms(),
     };
-    let stored = async {
-        shared.store.add_revocation(&revocation).await?;
-        shared.store.list_revocations().await
-    };
-    let all = match tokio::time::timeout(std::time::Duration::from_secs(5), stored).await {
-        Ok(Ok(all)) => all,
-        Ok(Err(e)) => {
-            warn!(error = %e, "storing a revocation failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store is failing: nothing was revoked; try again",
-            );
-        }
-        Err(_) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the store did not answer: try again",
-            )
-        }
-    };
-    let closed = shared.access.set_revocations(all);
-    info!(?revocation, closed, "tokens revoked");
-    Json(json!({ "closed": closed })).into_response()
+    match ServerOps::new(shared).revoke(revocation).await {
+        Ok(revoked) => Json(revoked).into_response(),
+        Err(e) => ApiError::Ops(e).into_response(),
+    }
 }
 
 /// Reads the revocations from the store and closes the sessions they cover.

@@ -38,6 +38,7 @@ mod http;
 mod hub;
 mod kick;
 mod metrics;
+pub mod ops;
 mod outbox;
 mod room;
 mod room_name;
@@ -45,7 +46,7 @@ mod serve;
 pub mod snapshot_file;
 pub mod stored_values;
 mod values_api;
-mod webhooks;
+pub mod webhooks;
 
 /// Tokens: JWT verification, claims, room patterns (the `plait-auth` crate).
 pub use plait_auth as auth;
@@ -62,6 +63,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use access::REVOCATIONS_POLL;
 pub use config::{Config, Durability, LogFormat};
 
 /// What every task of one server shares. Immutable but for the atomics.
@@ -154,6 +156,7 @@ pub async fn run(
     let public = listener
         .local_addr()
         .map_or(true, |a| !a.ip().is_loopback());
+    let listener_port = listener.local_addr().map_or(0, |a| a.port());
     if access.auth.is_none() && public {
         warn!(
             "AUTH IS OFF ON A PUBLIC ADDRESS: anyone who reaches this port may read and write \
@@ -216,6 +219,7 @@ pub async fn run(
         .filter(|_| !config.webhook_url.is_empty())
     {
         let webhooks = webhooks::WebhookConfig {
+            holder: webhooks::holder(listener_port),
             targets: config.webhook_url.clone(),
             secret,
             debounce: Duration::from_millis(config.webhook_debounce_ms),

@@ -232,34 +232,7 @@ async fn read_events(
     last_event_id: Option<u64>,
     n: usize,
 ) -> Vec<(u64, serde_json::Value)> {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
-    let head =
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    let mut buf = [0u8; 64 * 1024];
-    let read_all = async {
-        loop {
-            let events: Vec<(u64, serde_json::Value)> = text
-                .split("\n\n")
-                .filter_map(|block| {
-                    let id = block.lines().find_map(|l| l.strip_prefix("id: "))?;
-                    let data = block.lines().find_map(|l| l.strip_prefix("data: "))?;
-                    Some((id.trim().parse().ok()?, serde_json::from_str(data).ok()?))
-                })
-                .collect();
-            if events.len() >= n {
-                return events;
-            }
-            let got = stream.read(&mut buf).await.unwrap();
-            assert!(got > 0, "the feed ended: {text}");
-            text.push_str(&String::from_utf8_lossy(&buf[..got]));
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
-        .await
-        .expect("events did not arrive")
+    support::sse::read_events(server.addr, path, last_event_id, n).await
 }
 
 fn apply_event(doc: &Doc, data: &serde_json::Value) {
@@ -320,6 +293,57 @@ async fn the_change_feed_resumes_and_resets_after_compaction() {
         fresh.get_or_insert_text("t").get_string(&fresh.transact()),
         "abcdef"
     );
+    server.stop().await;
+}
+
+/// `&json=1`: each event says which root types its update changed, as JSON; a consumer that
+/// resumes in the middle gets the roots as of its position, not from the start.
+#[tokio::test]
+async fn the_change_feed_with_json_names_the_changed_roots() {
+    let server = TestServer::start().await;
+    let writer = TestClient::connect(&server.url("jsonfeed")).await;
+    let observer = TestClient::connect(&server.url("jsonfeed")).await;
+    writer.insert(0, "ab");
+    observer.wait_text("ab").await;
+    let edits = br#"[{"op": "set", "map": "meta", "key": "title", "value": "T"}]"#;
+    let (status, _) = request(&server, "PATCH", "/api/rooms/jsonfeed", None, edits).await;
+    assert_eq!(status, 200);
+    writer.insert(2, "c");
+    observer.wait_text("abc").await;
+
+    let events = read_events(
+        &server,
+        "/api/rooms/jsonfeed/changes?since=0&json=1",
+        None,
+        3,
+    )
+    .await;
+    let changed: Vec<&serde_json::Value> = events.iter().map(|(_, d)| &d["changed"]).collect();
+    assert_eq!(*changed[0], serde_json::json!({ "t": "ab" }), "{events:?}");
+    assert_eq!(*changed[1], serde_json::json!({ "meta": { "title": "T" } }));
+    assert_eq!(*changed[2], serde_json::json!({ "t": "abc" }));
+    // Without json=1 the events carry no "changed".
+    let plain = read_events(&server, "/api/rooms/jsonfeed/changes?since=2", None, 1).await;
+    assert!(plain[0].1.get("changed").is_none(), "{plain:?}");
+    // Resumed after seq 2: the text as of then is known, so only the text's change shows.
+    let resumed = read_events(
+        &server,
+        "/api/rooms/jsonfeed/changes?since=2&json=1",
+        None,
+        1,
+    )
+    .await;
+    assert_eq!(resumed[0].0, 3);
+    assert_eq!(resumed[0].1["changed"], serde_json::json!({ "t": "abc" }));
+    let (status, _) = request(
+        &server,
+        "GET",
+        "/api/rooms/jsonfeed/changes?json=yes",
+        None,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400);
     server.stop().await;
 }
 

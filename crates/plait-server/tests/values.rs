@@ -824,6 +824,14 @@ impl Store for StuckValues {
     ) -> Result<(), plait_store::Error> {
         self.0.set_webhook_cursor(target, room, seq).await
     }
+    async fn claim_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, plait_store::Error> {
+        self.0.claim_lease(name, holder, ttl_ms).await
+    }
     async fn list_rooms(&self) -> Result<Vec<plait_store::RoomSummary>, plait_store::Error> {
         self.0.list_rooms().await
     }

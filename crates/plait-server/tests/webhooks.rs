@@ -3,83 +3,17 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use plait_store::MemoryStore;
 use sha2::Sha256;
+use support::receiver::{receiver, receiver_on, Received};
 use support::{TestClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &str = "webhook-secret";
-
-/// What the receiver accepted: (event id header, signature header, body).
-type Received = Arc<Mutex<Vec<(String, String, String)>>>;
-
-/// An HTTP receiver on loopback that answers 500 to its first `fail_first` requests, then 200.
-async fn receiver(fail_first: usize) -> (String, Received) {
-    receiver_on(0, fail_first).await
-}
-
-async fn receiver_on(port: u16, fail_first: usize) -> (String, Received) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let received: Received = Arc::default();
-    let accepted = received.clone();
-    tokio::spawn(async move {
-        let mut n = 0;
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut data = Vec::new();
-            let mut buf = [0u8; 4096];
-            let (head, body) = loop {
-                let got = socket.read(&mut buf).await.unwrap();
-                data.extend_from_slice(&buf[..got]);
-                let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&data[..end]).to_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if data.len() >= end + 4 + len {
-                    break (
-                        head,
-                        String::from_utf8_lossy(&data[end + 4..end + 4 + len]).to_string(),
-                    );
-                }
-            };
-            n += 1;
-            let header = |name: &str| {
-                head.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let status = if n <= fail_first {
-                "500 Internal Server Error"
-            } else {
-                accepted.lock().unwrap().push((
-                    header("x-plait-event-id"),
-                    header("x-plait-signature"),
-                    body,
-                ));
-                "200 OK"
-            };
-            let _ = socket
-                .write_all(
-                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await;
-        }
-    });
-    (url, received)
-}
 
 fn verify(signature: &str, body: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -216,4 +150,135 @@ async fn changes_outlive_a_server_and_a_receiver_that_was_down() {
     })
     .await;
     server.stop().await;
+}
+
+/// An admin restore is announced as `room.restored`, alone in its event at the restore's seq,
+/// between the `room.changed` events of the edits before and after it.
+#[tokio::test]
+async fn a_restore_is_announced_as_room_restored() {
+    let (url, received) = receiver(0).await;
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.webhook_url = vec![url.clone()];
+        c.webhook_secret = Some(SECRET.into());
+        c.webhook_debounce_ms = 100;
+        c.admin_token = Some("admin".into());
+    })
+    .await;
+    let writer = TestClient::connect(&server.url("undone")).await;
+    let observer = TestClient::connect(&server.url("undone")).await;
+    writer.insert(0, "first");
+    observer.wait_text("first").await;
+    writer.insert(5, " second");
+    observer.wait_text("first second").await;
+    // Restore to a document holding "first" alone (a bare Yjs update of another doc).
+    let file = {
+        use yrs::{Text, Transact};
+        let doc = yrs::Doc::new();
+        doc.get_or_insert_text("t")
+            .insert(&mut doc.transact_mut(), 0, "first");
+        plait_server::docs::encode_state(&doc)
+    };
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/admin/rooms/undone/restore HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer admin\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n",
+        file.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&file).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    observer.wait_text("first").await;
+    writer.insert(5, "!");
+    observer.wait_text("first!").await;
+
+    let events = || -> Vec<serde_json::Value> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, body)| serde_json::from_str(body).unwrap())
+            .collect()
+    };
+    wait_for("every event", || {
+        events().last().is_some_and(|e| e["seq_to"] == 4)
+    })
+    .await;
+    let got: Vec<(String, u64, u64)> = events()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["seq_from"].as_u64().unwrap(),
+                e["seq_to"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Debouncing may merge the edits before the restore into one event or not; the restore
+    // is always its own event at seq 3, and the order is gap-free.
+    let restored: Vec<_> = got.iter().filter(|e| e.0 == "room.restored").collect();
+    assert_eq!(
+        restored,
+        vec![&("room.restored".to_owned(), 3, 3)],
+        "{got:?}"
+    );
+    let mut next = 1;
+    for (kind, from, to) in &got {
+        assert_eq!(*from, next, "{got:?}");
+        assert!(kind == "room.changed" || kind == "room.restored", "{got:?}");
+        next = to + 1;
+    }
+    assert_eq!(next, 5, "{got:?}");
+    server.stop().await;
+}
+
+/// Two processes on one store with the same target: one delivers (it holds the target's
+/// lease), so the receiver gets each change once and in order, not once per process.
+#[tokio::test]
+async fn two_processes_deliver_each_event_once() {
+    let (url, received) = receiver(0).await;
+    let store = Arc::new(MemoryStore::default());
+    let start = |store: Arc<MemoryStore>, url: String| {
+        TestServer::start_with(store, move |c| {
+            c.webhook_url = vec![url];
+            c.webhook_secret = Some(SECRET.into());
+            c.webhook_debounce_ms = 50;
+        })
+    };
+    let a = start(store.clone(), url.clone()).await;
+    let b = start(store, url).await;
+    for (i, server) in [&a, &b, &a, &b].iter().enumerate() {
+        let client = TestClient::connect(&server.url(&format!("room{i}"))).await;
+        client.insert(0, "x");
+        let check = TestClient::connect(&server.url(&format!("room{i}"))).await;
+        check.wait_text("x").await;
+    }
+    wait_for("an event per room", || {
+        let got = received.lock().unwrap();
+        (0..4).all(|i| {
+            got.iter()
+                .any(|(_, _, body)| body.contains(&format!("\"room{i}\"")))
+        })
+    })
+    .await;
+    // Both processes scanned many times meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _, _)| id.clone())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an event was delivered twice: {ids:?}"
+    );
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    a.stop().await;
+    b.stop().await;
 }

@@ -33,8 +33,9 @@ pub use sqlite::SqliteStore;
 pub enum SnapshotKind {
     /// The log up to the snapshot was merged into it and deleted; only the newest is kept.
     Compaction,
-    /// Taken on request (import, restore); kept like a history point.
-    Manual,
+    /// The content right after an admin restore changed the document (`up_to_seq` is the
+    /// restore's edit); kept like a history point, and what tells webhooks of the restore.
+    Restored,
     /// Kept on a schedule as a restore point.
     History,
 }
@@ -44,7 +45,7 @@ impl SnapshotKind {
     pub fn as_str(self) -> &'static str {
         match self {
             SnapshotKind::Compaction => "compaction",
-            SnapshotKind::Manual => "manual",
+            SnapshotKind::Restored => "restored",
             SnapshotKind::History => "history",
         }
     }
@@ -56,7 +57,7 @@ impl SnapshotKind {
     pub fn parse(s: &str) -> Result<Self, Error> {
         match s {
             "compaction" => Ok(SnapshotKind::Compaction),
-            "manual" => Ok(SnapshotKind::Manual),
+            "restored" => Ok(SnapshotKind::Restored),
             "history" => Ok(SnapshotKind::History),
             other => Err(Error::Corrupt(format!("unknown snapshot kind {other:?}"))),
         }
@@ -240,6 +241,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         room: &str,
         seq: Option<u64>,
     ) -> Result<(), Error>;
+
+    /// Takes or renews the lease `name` for `holder` until `ttl_ms` from now, if it is free,
+    /// expired or already `holder`'s; answers whether `holder` holds it now. Atomic across
+    /// processes sharing the store. A holder hands its lease back with a `ttl_ms` of 0.
+    async fn claim_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, Error>;
 
     /// Answers when the store can be reached (for readiness).
     async fn ping(&self) -> Result<(), Error>;

@@ -28,6 +28,8 @@ pub struct MemoryStore {
     revocations: Mutex<Vec<Revocation>>,
     /// Webhook cursors by (target, room).
     cursors: Mutex<BTreeMap<(String, String), u64>>,
+    /// Leases by name: (holder, expires at ms).
+    leases: Mutex<BTreeMap<String, (String, i64)>>,
 }
 
 impl MemoryStore {
@@ -220,6 +222,18 @@ impl Store for MemoryStore {
             None => cursors.remove(&key),
         };
         Ok(())
+    }
+
+    async fn claim_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, Error> {
+        let now = crate::now_ms();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let free = leases
+            .get(name)
+            .is_none_or(|(h, expires)| h == holder || *expires < now);
+        if free {
+            leases.insert(name.to_owned(), (holder.to_owned(), now + ttl_ms));
+        }
+        Ok(free)
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {

@@ -437,6 +437,25 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, Error> {
+        let now = crate::now_ms();
+        // One statement: a row that is someone else's and not expired is left as it is, and
+        // no row is written.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at_ms = excluded.expires_at_ms \
+             WHERE leases.holder = excluded.holder OR leases.expires_at_ms < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.name, r.last_seq, r.updated_at_ms, \

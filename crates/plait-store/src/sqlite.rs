@@ -434,6 +434,25 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn claim_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, Error> {
+        let now = crate::now_ms();
+        // One statement: a row that is someone else's and not expired is left as it is, and
+        // no row is written.
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+             expires_at_ms = excluded.expires_at_ms \
+             WHERE leases.holder = excluded.holder OR leases.expires_at_ms < ?",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
         let rows = sqlx::query(
             "SELECT r.name, r.last_seq, r.updated_at_ms, \

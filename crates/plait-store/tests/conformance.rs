@@ -562,3 +562,38 @@ async fn webhook_cursors_are_per_target_and_room() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        assert!(
+            store.claim_lease("job", "a", 60_000).await.unwrap(),
+            "{name}"
+        );
+        // Held: another holder is refused, the holder renews.
+        assert!(
+            !store.claim_lease("job", "b", 60_000).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            store.claim_lease("job", "a", 60_000).await.unwrap(),
+            "{name}"
+        );
+        // Another lease is independent.
+        assert!(
+            store.claim_lease("other", "b", 60_000).await.unwrap(),
+            "{name}"
+        );
+        // Expired: taken over.
+        assert!(store.claim_lease("short", "a", -1).await.unwrap(), "{name}");
+        assert!(
+            store.claim_lease("short", "b", 60_000).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.claim_lease("short", "a", 60_000).await.unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -22,6 +22,9 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
+pub mod receiver;
+pub mod sse;
+
 /// How long any wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
