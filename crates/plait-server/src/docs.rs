@@ -57,6 +57,33 @@ pub fn apply(doc: &Doc, bytes: &[u8]) -> Result<(), DocError> {
         .map_err(|e| DocError::InvalidUpdate(e.to_string()))
 }
 
+/// One Yjs v1 update holding everything `updates` hold (Yjs's `mergeUpdates`): what a room
+/// stores and relays once for a batch of edits instead of once per edit. Every item and
+/// deletion of every update is kept, even those another update of the batch also holds, so a
+/// client that confirms its edits by their echo (the y-websocket master provider) finds all of
+/// its own in the merged update. `None` if yrs cannot merge them (they are then sent one by
+/// one) or if it panics; the updates were validated and applied already, so neither is
+/// expected.
+pub fn merge_updates(updates: &[bytes::Bytes]) -> Option<bytes::Bytes> {
+    let merged = catch_unwind(AssertUnwindSafe(|| {
+        yrs::merge_updates_v1(updates.iter().map(|u| u.as_ref()))
+    }));
+    match merged {
+        Ok(Ok(merged)) => Some(bytes::Bytes::from(merged)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, n = updates.len(), "merging updates failed; sending them one by one");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                n = updates.len(),
+                "merging updates panicked; sending them one by one"
+            );
+            None
+        }
+    }
+}
+
 /// The document a stored room holds: its snapshot, then its log. Rows that do not apply are
 /// skipped and counted in the second value.
 pub fn doc_from_stored(stored: &StoredRoom) -> (Doc, usize) {

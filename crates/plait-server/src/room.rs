@@ -415,7 +415,7 @@ impl Room {
             return true;
         }
         // While the store is failing, only the retry timer tries again; new updates are held.
-        let Some(updates) = self.core.ledger.start(Instant::now()) else {
+        let Some(updates) = self.core.start_write(Instant::now()) else {
             return false;
         };
         let store = self.shared.store.clone();

@@ -201,20 +201,26 @@ async fn compaction_waits_for_the_log_to_be_worth_it() {
     let server = TestServer::start_with(store.clone(), |c| c.compact_after_updates = 10).await;
     let a = TestClient::connect(&server.url("big")).await;
     let b = TestClient::connect(&server.url("big")).await;
+    // Each edit waits for the one before it to arrive, so each is its own commit and row (a
+    // room merges the edits that wait for one write into one row).
+    let edit = |at: u32, s: String| {
+        let (a, b) = (&a, &b);
+        async move {
+            let len = b.text().len() + s.len();
+            a.insert(at, &s);
+            b.wait(|_, _| b.text().len() == len, "the edit").await;
+        }
+    };
     // 20 updates of 5 KB: compacted on the way (the first snapshot is small).
     for i in 0..20u32 {
-        a.insert(i * 5_000, &"x".repeat(5_000));
+        edit(i * 5_000, "x".repeat(5_000)).await;
     }
-    b.wait(|_, _| b.text().len() == 100_000, "the big text")
-        .await;
     let first = store.load_room("big").await.unwrap();
     let snapshot_seq = first.snapshot.as_ref().expect("compacted").up_to_seq;
     // 50 one-byte edits: past 10 updates, but far from half of a 100 KB snapshot.
     for i in 0..50u32 {
-        a.insert(i, "y");
+        edit(i, "y".into()).await;
     }
-    b.wait(|_, _| b.text().len() == 100_050, "the small edits")
-        .await;
     let later = store.load_room("big").await.unwrap();
     assert_eq!(
         later.snapshot.unwrap().up_to_seq,
@@ -224,10 +230,8 @@ async fn compaction_waits_for_the_log_to_be_worth_it() {
     assert!(later.updates.len() >= 50);
     // Past 16 × 10 rows the log is merged anyway.
     for i in 0..120u32 {
-        a.insert(i, "z");
+        edit(i, "z".into()).await;
     }
-    b.wait(|_, _| b.text().len() == 100_170, "more small edits")
-        .await;
     let last = store.load_room("big").await.unwrap();
     assert!(last.snapshot.unwrap().up_to_seq > snapshot_seq);
     assert!(last.updates.len() < 160);

@@ -44,6 +44,7 @@ use super::{Confirm, Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX
 use crate::awareness::Awareness;
 use crate::config::{Durability, RoomConfig};
 use crate::conn::{Close, ConnId};
+use crate::docs;
 use crate::metrics as m;
 
 /// What the core queued for the bus; the shell publishes it (when there is a bus).
@@ -485,14 +486,20 @@ impl RoomCore {
             // One confirmation per update to confirm, not per sender.
             let senders = confirmed(&outcome.applied);
             vec![(Bytes::from(outcome.changes), senders)]
+        } else if !self.strict() && outcome.applied.len() > 1 {
+            // Relaxed durability sends each batch at once: one merged update for the batch,
+            // one frame per member (strict durability merges what waits for each write).
+            let raws: Vec<Bytes> = outcome
+                .applied
+                .iter()
+                .map(|(_, raw, _)| raw.clone())
+                .collect();
+            match merge_small(&raws) {
+                Some(merged) => vec![(merged, confirmed(&outcome.applied))],
+                None => one_by_one(outcome.applied),
+            }
         } else {
-            let applied = outcome.applied.into_iter();
-            applied
-                .map(|(conn, raw, confirm)| match confirm {
-                    Confirm::Once => (raw, vec![conn]),
-                    Confirm::Never => (raw, Vec::new()),
-                })
-                .collect()
+            one_by_one(outcome.applied)
         };
         for (update, senders) in entries {
             self.record(update, senders);
@@ -569,6 +576,19 @@ impl RoomCore {
             admitted.push((conn, update, raw, confirm));
         }
         admitted
+    }
+
+    /// Hands out the next store write (see [`Ledger::start`]), the pending updates merged
+    /// into one first ([`Ledger::coalesce`]).
+    pub(super) fn start_write(&mut self, now: Instant) -> Option<Vec<Bytes>> {
+        if self.ledger.ready(now) {
+            self.ledger.coalesce(|updates| {
+                let merged = merge_small(updates)?;
+                let frame = encode_update(&merged);
+                Some((merged, frame))
+            });
+        }
+        self.ledger.start(now)
     }
 
     /// Records an update applied to the document in the ledger, and sends its frame to every
@@ -788,4 +808,28 @@ impl RoomCore {
             }
         }
     }
+}
+
+/// One ledger entry per applied update, as its sender sent it.
+fn one_by_one(applied: Vec<(ConnId, Bytes, Confirm)>) -> Vec<(Bytes, Vec<ConnId>)> {
+    applied
+        .into_iter()
+        .map(|(conn, raw, confirm)| match confirm {
+            Confirm::Once => (raw, vec![conn]),
+            Confirm::Never => (raw, Vec::new()),
+        })
+        .collect()
+}
+
+/// Updates are merged only while they total at most this: merging re-decodes every update on
+/// the room's task, and what it saves (a frame per update per member) matters for many small
+/// edits, not for a few large ones (an offline client's 30 MiB step 2 goes as it came).
+const MERGE_MAX_BYTES: usize = 1 << 20;
+
+/// [`docs::merge_updates`] of updates totalling at most [`MERGE_MAX_BYTES`].
+fn merge_small(updates: &[Bytes]) -> Option<Bytes> {
+    if updates.iter().map(Bytes::len).sum::<usize>() > MERGE_MAX_BYTES {
+        return None;
+    }
+    docs::merge_updates(updates)
 }

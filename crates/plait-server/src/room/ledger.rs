@@ -149,14 +149,34 @@ impl Ledger {
         self.retry_delay
     }
 
+    /// Whether [`Ledger::start`] would hand out a write at `now`.
+    pub(crate) fn ready(&self, now: Instant) -> bool {
+        self.in_flight.is_none()
+            && !self.pending.is_empty()
+            && self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// With strict durability, replaces the pending updates and their frames by the one
+    /// update and frame `merge` makes of them (if it can): the write stores one row, and each
+    /// member gets one frame per write instead of one per update, which is most of a busy
+    /// room's cost. The senders are told "stored" once per update, as before. Relaxed
+    /// durability sends frames at once, so there is nothing held to merge.
+    pub(crate) fn coalesce(&mut self, merge: impl FnOnce(&[Bytes]) -> Option<(Bytes, Bytes)>) {
+        if !self.strict || self.pending.len() < 2 {
+            return;
+        }
+        if let Some((update, frame)) = merge(&self.pending) {
+            self.pending_bytes = update.len() + frame.len();
+            self.pending = vec![update];
+            self.held = vec![frame];
+        }
+    }
+
     /// Hands out the next write: everything pending, unless a write is under way or a failed
     /// one waits for its retry time. The caller writes exactly these updates, in order, and
     /// reports the outcome with [`Ledger::committed`] or [`Ledger::failed`].
     pub(crate) fn start(&mut self, now: Instant) -> Option<Vec<Bytes>> {
-        if self.in_flight.is_some()
-            || self.pending.is_empty()
-            || self.retry_at.is_some_and(|at| now < at)
-        {
+        if !self.ready(now) {
             return None;
         }
         let batch = Batch {

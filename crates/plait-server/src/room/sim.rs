@@ -162,23 +162,30 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
                     },
                 );
             }
-            // A member types.
+            // One to three members type (possibly one of them twice), and the room applies
+            // their edits as one batch.
             2..=5 => {
-                let Some(&conn) = pick(&mut rng, &clients) else {
+                let mut batch = Vec::new();
+                for _ in 0..=rng.below(3) {
+                    let Some(&conn) = pick(&mut rng, &clients) else {
+                        continue;
+                    };
+                    let client = &clients[&conn];
+                    let t = client.doc.get_or_insert_text("t");
+                    let update = {
+                        let mut txn = client.doc.transact_mut();
+                        let len = t.get_string(&txn).chars().count() as u32;
+                        let at = rng.below(u64::from(len) + 1) as u32;
+                        t.insert(&mut txn, at, &format!("{conn}:{step};"));
+                        txn.encode_update_v1()
+                    };
+                    let decoded = Update::decode_v1(&update).unwrap();
+                    batch.push((conn, decoded, Bytes::from(update), Confirm::Once));
+                }
+                if batch.is_empty() {
                     continue;
-                };
-                let client = &clients[&conn];
-                let t = client.doc.get_or_insert_text("t");
-                let update = {
-                    let mut txn = client.doc.transact_mut();
-                    let len = t.get_string(&txn).chars().count() as u32;
-                    let at = rng.below(u64::from(len) + 1) as u32;
-                    t.insert(&mut txn, at, &format!("{conn}:{step};"));
-                    txn.encode_update_v1()
-                };
-                let decoded = Update::decode_v1(&update).unwrap();
-                let applied =
-                    core.apply_updates(vec![(conn, decoded, Bytes::from(update), Confirm::Once)]);
+                }
+                let applied = core.apply_updates(batch);
                 assert!(
                     !matches!(applied, Applied::Poisoned(_)),
                     "{}: yrs panicked",
@@ -188,7 +195,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
             // The shell starts the ledger's next write.
             6 | 7 => {
                 if writing.is_none() {
-                    writing = core.ledger.start(now);
+                    writing = core.start_write(now);
                 }
             }
             // The write under way ends: stored, or failed (a timeout stores nothing here;
@@ -321,7 +328,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
             finish_write(&mut core, &mut log, updates, true, now);
         }
         now += Duration::from_secs(10);
-        writing = core.ledger.start(now);
+        writing = core.start_write(now);
         if writing.is_none() {
             break;
         }
@@ -423,6 +430,151 @@ fn strict_room_never_shows_unstored_content_and_loses_nothing() {
 fn relaxed_room_delivers_everything_it_stores() {
     for seed in SEEDS {
         simulate(seed, Durability::RelaxedMayLoseRecentEdits, 300);
+    }
+}
+
+/// Update frames a member's client has queued, each decoded into the update it carries.
+fn queued_updates(client: &mut Client) -> Vec<Vec<u8>> {
+    client
+        .outbox
+        .drain_now()
+        .into_iter()
+        .filter_map(|frame| {
+            match Message::decode(&frame, &plait_protocol::Limits::default()).ok()? {
+                Message::Sync(SyncMessage::Update(u)) => Some(u.to_vec()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Three members whose edits (five updates, including a deletion of text that another edit of
+/// the batch also deletes) wait for one store write get them as one update frame each, which
+/// holds all of every edit: the y-websocket master provider confirms an edit only when it
+/// finds all its own content and deletions in what the server sends back. Relaxed durability
+/// merges each applied batch the same way. On main each member got one frame per update.
+#[test]
+fn updates_waiting_for_one_write_go_out_as_one_frame() {
+    for durability in [Durability::Strict, Durability::RelaxedMayLoseRecentEdits] {
+        let mut config = Config::defaults();
+        config.durability = durability;
+        let mut core = RoomCore::new(config.room(), 7, Arc::new(AtomicUsize::new(0)), false);
+        let mut clients = HashMap::new();
+        for conn in 1..=3 {
+            let (tx, rx) = outbox::channel(64, 1 << 20);
+            let control = CloseSignal::default();
+            let link = MemberLink {
+                outbox: tx,
+                control: control.clone(),
+                values: false,
+                acks: false,
+            };
+            core.join(conn, link, oneshot::channel().0);
+            let client = Client {
+                doc: Doc::with_client_id(conn),
+                received: Doc::new(),
+                outbox: rx,
+                control,
+                slow: false,
+            };
+            clients.insert(conn, client);
+        }
+        // Everyone starts from "base" written by member 1 and stored.
+        let edit = |clients: &HashMap<ConnId, Client>,
+                    conn: ConnId,
+                    f: &dyn Fn(&mut yrs::TransactionMut, &yrs::TextRef)| {
+            let doc = &clients[&conn].doc;
+            let t = doc.get_or_insert_text("t");
+            let mut txn = doc.transact_mut();
+            f(&mut txn, &t);
+            let update = txn.encode_update_v1();
+            (
+                conn,
+                Update::decode_v1(&update).unwrap(),
+                Bytes::from(update),
+                Confirm::Once,
+            )
+        };
+        let base = edit(&clients, 1, &|txn, t| t.insert(txn, 0, "base"));
+        let base_bytes = base.2.clone();
+        core.apply_updates(vec![base]);
+        if let Some(updates) = core.start_write(Instant::now()) {
+            assert_eq!(updates.len(), 1);
+            core.commit_succeeded();
+        }
+        for client in clients.values_mut() {
+            client.outbox.drain_now();
+            let update = Update::decode_v1(&base_bytes).unwrap();
+            client.doc.transact_mut().apply_update(update).unwrap();
+        }
+        // Members 2 and 3 both delete "as"; 1, 2 and 3 type.
+        let batches = vec![
+            vec![
+                edit(&clients, 2, &|txn, t| t.remove_range(txn, 1, 2)),
+                edit(&clients, 3, &|txn, t| t.remove_range(txn, 1, 2)),
+            ],
+            vec![edit(&clients, 1, &|txn, t| t.insert(txn, 0, "one "))],
+            vec![
+                edit(&clients, 2, &|txn, t| t.insert(txn, 0, "two ")),
+                edit(&clients, 3, &|txn, t| t.insert(txn, 0, "three ")),
+            ],
+        ];
+        let mut sent = Vec::new();
+        for batch in batches {
+            sent.extend(batch.iter().map(|(conn, _, raw, _)| (*conn, raw.clone())));
+            core.apply_updates(batch);
+        }
+        if durability == Durability::Strict {
+            for client in clients.values_mut() {
+                assert!(
+                    queued_updates(client).is_empty(),
+                    "strict: sent before stored"
+                );
+            }
+            let updates = core.start_write(Instant::now()).expect("a write is due");
+            assert_eq!(updates.len(), 1, "one row for the write");
+            core.commit_succeeded();
+        }
+        let per_member = if durability == Durability::Strict {
+            1
+        } else {
+            3
+        };
+        for (conn, client) in &mut clients {
+            let received = queued_updates(client);
+            assert_eq!(
+                received.len(),
+                per_member,
+                "{durability:?}: frames to member {conn}"
+            );
+            let ids = |bytes: &[u8]| {
+                let update = Update::decode_v1(bytes).unwrap();
+                (update.state_vector(), update.delete_set().clone())
+            };
+            for (_, raw) in &sent {
+                let (sv, ds) = ids(raw);
+                let found = received.iter().map(|r| ids(r)).any(|(rsv, rds)| {
+                    sv.iter().all(|(c, clock)| rsv.get(c) >= *clock)
+                        && ds.iter().all(|(c, ranges)| {
+                            ranges.iter().all(|r| {
+                                rds.contains(&yrs::ID::new(*c, r.start))
+                                    && rds.contains(&yrs::ID::new(*c, r.end - 1))
+                            })
+                        })
+                });
+                assert!(
+                    found,
+                    "{durability:?}: an edit is missing from what member {conn} got"
+                );
+            }
+            let doc = &client.doc;
+            for r in &received {
+                doc.transact_mut()
+                    .apply_update(Update::decode_v1(r).unwrap())
+                    .unwrap();
+            }
+            assert_eq!(text(doc), text(&core.doc), "{durability:?}: member {conn}");
+        }
     }
 }
 
