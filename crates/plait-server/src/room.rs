@@ -295,17 +295,18 @@ impl Room {
         let mut rest = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
             match cmd {
-                RoomCmd::Inbound {
-                    conn,
-                    msg: Inbound::Update(u, raw, confirm),
-                    ..
-                } => updates.push((conn, u, raw, confirm)),
-                RoomCmd::Inbound {
-                    conn,
-                    msg: Inbound::Value(ClientMessage::Op(op)),
-                    ..
-                } => value_ops.push((ValueSource::Conn(conn), op)),
-                RoomCmd::Values { req, reply } => match self.core.values_request(req) {
+                RoomCmd::Inbound { conn, msg, _budget } => match *msg {
+                    Inbound::Update(u, raw, confirm) => updates.push((conn, u, raw, confirm)),
+                    Inbound::Value(ClientMessage::Op(op)) => {
+                        value_ops.push((ValueSource::Conn(conn), op));
+                    }
+                    msg => rest.push(RoomCmd::Inbound {
+                        conn,
+                        msg: Box::new(msg),
+                        _budget,
+                    }),
+                },
+                RoomCmd::Values { req, reply } => match self.core.values_request(*req) {
                     Ok(op) => value_ops.push((ValueSource::Api(reply), op)),
                     Err(answer) => {
                         let _ = reply.send(answer);
@@ -333,10 +334,10 @@ impl Room {
         for cmd in rest {
             match cmd {
                 RoomCmd::Join { conn, link, joined } => self.core.join(conn, link, joined),
-                RoomCmd::Inbound { conn, msg, .. } => self.core.inbound(conn, msg),
+                RoomCmd::Inbound { conn, msg, .. } => self.core.inbound(conn, *msg),
                 RoomCmd::Leave { conn } => self.core.leave(conn),
                 RoomCmd::Evict => evict = true,
-                RoomCmd::Admin(op) => self.admin(op).await,
+                RoomCmd::Admin(op) => self.admin(*op).await,
                 RoomCmd::Values { .. } => unreachable!("values requests are handled per batch"),
             }
         }

@@ -224,7 +224,10 @@ async fn ask(
                 HubError::Full | HubError::ShuttingDown => ValuesError::RoomUnavailable,
             })?;
         let (reply, answer) = oneshot::channel();
-        let cmd = RoomCmd::Values { req: req(), reply };
+        let cmd = RoomCmd::Values {
+            req: Box::new(req()),
+            reply,
+        };
         if handle.tx.send(cmd).await.is_ok() {
             if let Ok(result) = answer.await {
                 return result;

@@ -64,7 +64,7 @@ impl ServerOps {
         let (reply, answer) = oneshot::channel();
         handle
             .tx
-            .send(RoomCmd::Admin(op(reply)))
+            .send(RoomCmd::Admin(Box::new(op(reply))))
             .await
             .map_err(|_| unloading())?;
         Ok(answer.await.map_err(|_| unloading())??)
