@@ -7,6 +7,7 @@
 #
 #   bench/memory.sh                         1,000 rooms and 5,000 idle connections, 2 rounds
 #   ROOMS=9000 CONNS=18000 bench/memory.sh
+#   BEFORE=/path/to/old/plait KINDS="relay before plait" bench/memory.sh   an older build beside
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -14,17 +15,19 @@ source bench/common.sh
 ROOMS=${ROOMS:-1000}
 CONNS=${CONNS:-5000}
 ROUNDS=${ROUNDS:-2}
+KINDS=${KINDS:-"relay plait"}
 setup_run memory
 PORT=17700
 for round in $(seq 1 "$ROUNDS"); do
-  for kind in relay plait; do
+  for kind in $KINDS; do
     for scenario in rooms idle; do
       PORT=$((PORT + 1))
-      if [[ $kind == relay ]]; then
-        "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 &
-      else
-        start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log"
-      fi
+      case $kind in
+        relay) "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 & ;;
+        plait) start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
+        before) start_plait "$BEFORE" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
+        *) echo "unknown kind $kind" >&2; exit 2 ;;
+      esac
       PID=$!
       wait_port "$PORT"
       if [[ $scenario == rooms ]]; then

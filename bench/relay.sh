@@ -6,6 +6,9 @@
 #
 #   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds
 #   CLIENTS=2000 ROUNDS=3 bench/relay.sh
+#   KINDS="relay plait hocuspocus" bench/relay.sh    Hocuspocus 4.7.0 (in memory) beside them
+#   BEFORE=/path/to/old/plait KINDS="before plait" bench/relay.sh   an older build, same run
+#   MODES=closed bench/relay.sh    only the closed loop (or only `rate`)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -13,21 +16,31 @@ source bench/common.sh
 CLIENTS=${CLIENTS:-500}
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-8}
+KINDS=${KINDS:-"relay plait"}
+MODES=${MODES:-"rate closed"}
+if [[ " $KINDS " == *" hocuspocus "* ]]; then
+  (cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 setup_run relay
 PORT=17600
 for round in $(seq 1 "$ROUNDS"); do
-  for kind in relay plait; do
-    for mode in rate closed; do
+  for kind in $KINDS; do
+    for mode in $MODES; do
       PORT=$((PORT + 1))
-      if [[ $kind == relay ]]; then
-        "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 &
-      else
-        start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log"
-      fi
+      protocol=y-websocket
+      case $kind in
+        relay) "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 & ;;
+        plait) start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
+        before) start_plait "$BEFORE" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
+        hocuspocus)
+          HOST=127.0.0.1 PORT=$PORT node bench/hocuspocus/server.mjs >"$TMP/hocus.log" 2>&1 &
+          protocol=hocuspocus ;;
+        *) echo "unknown kind $kind" >&2; exit 2 ;;
+      esac
       PID=$!
       wait_port "$PORT"
-      "$BENCH" --url "ws://127.0.0.1:$PORT" --server-pid "$PID" --label "$kind" --out "$OUT" \
-        fanout --clients "$CLIENTS" --mode "$mode" --duration "$SECS"
+      "$BENCH" --url "ws://127.0.0.1:$PORT" --protocol "$protocol" --server-pid "$PID" \
+        --label "$kind" --out "$OUT" fanout --clients "$CLIENTS" --mode "$mode" --duration "$SECS"
       kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
     done
   done
