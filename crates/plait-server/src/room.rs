@@ -252,35 +252,37 @@ impl Room {
                 Some(_) if self.core.ledger.n_pending() >= MAX_BATCH / 2 => 0,
                 _ => MAX_BATCH,
             };
+            // Each arm's work is boxed: inline, the largest (a batch, about 1.5 KiB) would be
+            // part of every room's task while it waits, idle or not.
             tokio::select! {
-                Some(event) = cluster::recv(&mut bus_rx) => self.on_bus(event).await,
+                Some(event) = cluster::recv(&mut bus_rx) => Box::pin(self.on_bus(event)).await,
                 output = in_flight(&mut self.inflight), if self.inflight.is_some() => {
-                    self.commit_done(output).await;
+                    Box::pin(self.commit_done(output)).await;
                 }
                 n = rx.recv_many(&mut batch, take), if take > 0 => {
                     if n == 0 {
                         break;
                     }
-                    let evict = self.handle_batch(&mut batch).await;
+                    let evict = Box::pin(self.handle_batch(&mut batch)).await;
                     if batch.capacity() > BATCH_KEPT {
                         batch = Vec::new();
                     }
                     if self.deleted {
                         self.publish_outgoing();
-                        self.unload(rx).await;
+                        Box::pin(self.unload(rx)).await;
                         return;
                     }
-                    if evict && self.try_unload(rx).await {
+                    if evict && Box::pin(self.try_unload(rx)).await {
                         return;
                     }
                 }
                 _ = tick.tick() => {
-                    if self.on_tick().await && self.try_unload(rx).await {
+                    if Box::pin(self.on_tick()).await && Box::pin(self.try_unload(rx)).await {
                         return;
                     }
                 }
                 () = shutdown.cancelled() => {
-                    self.shut_down().await;
+                    Box::pin(self.shut_down()).await;
                     return;
                 }
             }
