@@ -96,8 +96,26 @@ struct Peer {
 }
 
 /// Serves one upgraded socket until either side closes it.
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: an async fn keeps its arguments in its future for as long as it runs,
+/// and the socket before the split is about 1 KiB that every connection would carry while
+/// idle. Split here, the future holds only the two halves' handles.
+pub(crate) fn serve(
     socket: WebSocket,
+    room: String,
+    options: ConnOptions,
+    shared: Arc<Shared>,
+    grant: Grant,
+    permit: ConnPermit,
+) -> impl std::future::Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    serve_split(sink, stream, room, options, shared, grant, permit)
+}
+
+#[allow(clippy::too_many_arguments)] // `serve`'s arguments, the socket as its two halves.
+async fn serve_split(
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
     room: String,
     options: ConnOptions,
     shared: Arc<Shared>,
@@ -110,7 +128,6 @@ pub(crate) async fn serve(
         // Holds this connection's place under the connection caps until the task ends.
         let _permit = permit;
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
-        let (sink, stream) = socket.split();
         let (outbox_tx, outbox_rx) = outbox::channel(shared.outbox_frames, shared.max_outbox_bytes);
         let control_tx = CloseSignal::default();
         let control_rx = control_tx.clone();
@@ -336,7 +353,7 @@ async fn read_loop(
             let Some(inbound) = policy.admit(inbound) else {
                 continue;
             };
-            let send = room.send_inbound(peer.id, inbound);
+            let send = Box::pin(room.send_inbound(peer.id, inbound));
             // Checked first, and raced against a send that waits for room in the inbox: a
             // close decided meanwhile drops the message.
             tokio::select! {

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_util::stream::SplitStream;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
 use plait_protocol::hocuspocus::{
     self as hp, Address, DecodeError, ProviderFrame, ProviderMessage, Scope,
@@ -246,15 +246,30 @@ struct Socket {
     auth_failures: usize,
 }
 
-/// Serves one upgraded socket of the Hocuspocus endpoint until either side closes it.
-pub(crate) async fn serve(socket: WebSocket, shared: Arc<Shared>, permit: ConnPermit) {
+/// Serves one upgraded socket of the Hocuspocus endpoint until either side closes it. Not an
+/// `async fn`, for the reason given at [`connection::serve`]: the future keeps the socket's two
+/// halves, not the whole socket.
+pub(crate) fn serve(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    permit: ConnPermit,
+) -> impl std::future::Future<Output = ()> + Send {
+    let (sink, stream) = socket.split();
+    serve_split(sink, stream, shared, permit)
+}
+
+async fn serve_split(
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
+    shared: Arc<Shared>,
+    permit: ConnPermit,
+) {
     let id = connection::next_conn_id();
     let span = tracing::info_span!("hocuspocus", socket = id);
     async move {
         let _permit = permit;
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         metrics::gauge!(m::HOCUSPOCUS_CONNECTIONS).increment(1.0);
-        let (sink, stream) = socket.split();
         let (outbox_tx, outbox_rx) = outbox::channel(shared.outbox_frames, shared.max_outbox_bytes);
         let control = CloseSignal::default();
         let epoch = Instant::now();
