@@ -21,7 +21,7 @@ use crate::conn::{Close, ConnId};
 use crate::hub::HubError;
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, OutboxRx};
-use crate::room::{Confirm, Inbound, MemberLink, RoomCmd, RoomHandle};
+use crate::room::{Confirm, Inbound, Joining, MemberLink, RoomCmd, RoomHandle};
 use crate::Shared;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -250,11 +250,11 @@ pub(crate) async fn join(
             values: l.values,
             acks: l.acks,
         };
-        let cmd = RoomCmd::Join {
+        let cmd = RoomCmd::Join(Box::new(Joining {
             conn,
             link: l,
             joined: joined_tx,
-        };
+        }));
         if handle.tx.send(cmd).await.is_ok() && joined_rx.await.is_ok() {
             return Ok(handle);
         }

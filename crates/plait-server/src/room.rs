@@ -71,10 +71,10 @@ use crate::bus::Outgoing;
 
 pub(crate) use admin::{AdminOp, DocumentView, Edit, RestoreTarget, RoomError, Written};
 pub(crate) use handle::{
-    Confirm, Inbound, MemberLink, RoomCmd, RoomHandle, ValuesError, ValuesReply, ValuesRequest,
-    LOADING,
+    Confirm, Inbound, Joining, MemberLink, RoomCmd, RoomHandle, ValuesError, ValuesReply,
+    ValuesRequest, LOADING,
 };
-use handle::{INBOX_BYTES, INBOX_CAPACITY};
+use handle::{Queued, INBOX_BYTES, INBOX_CAPACITY};
 
 /// The connection id of changes made through the admin API (no connection has it).
 const ADMIN_CONN: ConnId = 0;
@@ -192,8 +192,8 @@ async fn run(
             shared.hub.remove(&name, id);
             rx.close();
             while let Some(cmd) = rx.recv().await {
-                if let RoomCmd::Join { link, .. } = cmd {
-                    link.control.close(Close::STORE_UNAVAILABLE);
+                if let RoomCmd::Join(joining) = cmd {
+                    joining.link.control.close(Close::STORE_UNAVAILABLE);
                 }
             }
             return;
@@ -297,16 +297,18 @@ impl Room {
         let mut rest = Vec::with_capacity(batch.len());
         for cmd in batch.drain(..) {
             match cmd {
-                RoomCmd::Inbound { conn, msg, _budget } => match *msg {
-                    Inbound::Update(u, raw, confirm) => updates.push((conn, u, raw, confirm)),
-                    Inbound::Value(ClientMessage::Op(op)) => {
-                        value_ops.push((ValueSource::Conn(conn), op));
-                    }
-                    msg => rest.push(RoomCmd::Inbound {
+                RoomCmd::Inbound(queued) => match *queued {
+                    Queued {
                         conn,
-                        msg: Box::new(msg),
-                        _budget,
-                    }),
+                        msg: Inbound::Update(u, raw, confirm),
+                        ..
+                    } => updates.push((conn, u, raw, confirm)),
+                    Queued {
+                        conn,
+                        msg: Inbound::Value(ClientMessage::Op(op)),
+                        ..
+                    } => value_ops.push((ValueSource::Conn(conn), op)),
+                    other => rest.push(RoomCmd::Inbound(Box::new(other))),
                 },
                 RoomCmd::Values { req, reply } => match self.core.values_request(*req) {
                     Ok(op) => value_ops.push((ValueSource::Api(reply), op)),
@@ -335,8 +337,11 @@ impl Room {
         let mut evict = false;
         for cmd in rest {
             match cmd {
-                RoomCmd::Join { conn, link, joined } => self.core.join(conn, link, joined),
-                RoomCmd::Inbound { conn, msg, .. } => self.core.inbound(conn, *msg),
+                RoomCmd::Join(joining) => {
+                    let Joining { conn, link, joined } = *joining;
+                    self.core.join(conn, link, joined);
+                }
+                RoomCmd::Inbound(queued) => self.core.inbound(queued.conn, queued.msg),
                 RoomCmd::Leave { conn } => self.core.leave(conn),
                 RoomCmd::Evict => evict = true,
                 RoomCmd::Admin(op) => self.admin(*op).await,

@@ -86,23 +86,32 @@ pub(crate) enum Confirm {
     Never,
 }
 
-/// The closed set of messages a room accepts.
+/// A connection asking to join (see [`RoomCmd::Join`]).
+#[derive(Debug)]
+pub(crate) struct Joining {
+    pub(crate) conn: ConnId,
+    pub(crate) link: MemberLink,
+    pub(crate) joined: oneshot::Sender<()>,
+}
+
+/// A member's message in the inbox, holding its share of the inbox's byte budget until the
+/// room has taken it out of the queue.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) conn: ConnId,
+    pub(crate) msg: Inbound,
+    pub(crate) _budget: InboxBudget,
+}
+
+/// The closed set of messages a room accepts. Every variant is at most two words (the large
+/// ones boxed): each room's inbox allocates its first block of 32 commands up front.
 #[derive(Debug)]
 pub(crate) enum RoomCmd {
     /// A connection joins; `joined` fires once its first frames are queued. If the room is
     /// unloading it drops `joined` instead, and the connection asks the hub again.
-    Join {
-        conn: ConnId,
-        link: MemberLink,
-        joined: oneshot::Sender<()>,
-    },
-    /// A message from a member, holding its share of the inbox's byte budget until the room
-    /// has taken it out of the queue.
-    Inbound {
-        conn: ConnId,
-        msg: Box<Inbound>,
-        _budget: InboxBudget,
-    },
+    Join(Box<Joining>),
+    /// A message from a member.
+    Inbound(Box<Queued>),
     /// A member's socket closed.
     Leave { conn: ConnId },
     /// The hub needs room: unload now if idle.
@@ -120,7 +129,7 @@ impl RoomCmd {
     /// Whether answering this shows the document's content (not just its state vector).
     pub(super) fn reads_document(&self) -> bool {
         match self {
-            RoomCmd::Inbound { msg, .. } => matches!(**msg, Inbound::Step1(_)),
+            RoomCmd::Inbound(queued) => matches!(queued.msg, Inbound::Step1(_)),
             RoomCmd::Admin(_) => true,
             _ => false,
         }
@@ -201,11 +210,11 @@ impl RoomHandle {
             .await
             .map_err(|_| ())?;
         let budget = InboxBudget(permit, inflight);
-        let cmd = RoomCmd::Inbound {
+        let cmd = RoomCmd::Inbound(Box::new(Queued {
             conn,
-            msg: Box::new(msg),
+            msg,
             _budget: budget,
-        };
+        }));
         self.tx.send(cmd).await.map_err(|_| ())
     }
 }
@@ -234,11 +243,11 @@ mod tests {
     /// to a whole frame each); a sender now waits while the queued bytes would pass the budget.
     /// Every room's inbox allocates its first block of 32 commands up front, idle or not: at
     /// 136 bytes a command that was 4.4 KiB of each room's memory. The large variants are
-    /// boxed so the block stays under 2 KiB.
+    /// boxed so the block stays under 1 KiB.
     #[test]
     fn a_room_command_is_small() {
         assert!(
-            std::mem::size_of::<RoomCmd>() <= 56,
+            std::mem::size_of::<RoomCmd>() <= 24,
             "RoomCmd is {} bytes",
             std::mem::size_of::<RoomCmd>()
         );
