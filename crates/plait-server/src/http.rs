@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -127,7 +127,7 @@ async fn room_or_file(
         .requested_protocols()
         .find(|p| !p.to_str().is_ok_and(crate::auth::is_token_subprotocol))
         .or_else(|| ws.requested_protocols().next())
-        .cloned();
+        .and_then(owned);
     if let Some(chosen) = chosen {
         ws.set_selected_protocol(chosen);
     }
@@ -171,7 +171,7 @@ async fn hocuspocus(
         Err(refusal) => return refusal.into_response(),
     };
     // Browsers fail a handshake that offered subprotocols and got none back.
-    let chosen = ws.requested_protocols().next().cloned();
+    let chosen = ws.requested_protocols().next().and_then(owned);
     if let Some(chosen) = chosen {
         ws.set_selected_protocol(chosen);
     }
@@ -214,4 +214,11 @@ fn file(path: &str) -> Response {
         f.contents(),
     )
         .into_response()
+}
+
+/// A copy of a request header's value in its own allocation. The socket keeps the echoed
+/// subprotocol for its whole life, and a clone is a slice of the buffer hyper read the request
+/// head into, which would stay allocated as long (for a value of a few dozen bytes).
+fn owned(value: &HeaderValue) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(value.as_bytes()).ok()
 }
