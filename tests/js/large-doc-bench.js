@@ -7,8 +7,41 @@
 // (connect to `synced`, the server's step 2 of the whole document); then a cold load (plait
 // restarted on the same store, a fresh client's connect to `synced`). The server's peak RSS
 // (VmHWM in /proc/PID/status) is printed after each phase.
+//
+// With REFERENCE=path/to/y-websocket/bin/server.js (bench/reference after `npm ci` there) the
+// same runs against the Node reference server instead, in memory: no restart, no cold load.
 import fs from 'node:fs'
+import net from 'node:net'
+import { spawn } from 'node:child_process'
 import { startServer, makeProvider, waitSynced, waitFor, uniqueRoom } from './support.js'
+
+const REFERENCE = process.env.REFERENCE
+
+/** The reference server on a free loopback port: `{ url, proc }` as the providers need. */
+async function startReference () {
+  const port = await new Promise((resolve) => {
+    const probe = net.createServer()
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address()
+      probe.close(() => resolve(port))
+    })
+  })
+  const proc = spawn(process.execPath, [REFERENCE], {
+    env: { ...process.env, HOST: '127.0.0.1', PORT: String(port) },
+    stdio: 'ignore'
+  })
+  cleanups.push(() => proc.kill())
+  const listening = () => new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => { socket.destroy(); resolve(true) })
+    socket.on('error', () => resolve(false))
+  })
+  const started = Date.now()
+  while (!(await listening())) {
+    if (Date.now() - started > 10000) throw new Error(`the reference server did not listen on ${port}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return { url: `ws://127.0.0.1:${port}`, proc }
+}
 
 const MIB = 1024 * 1024
 const PASTES = Number(process.env.PASTES || 10)
@@ -21,7 +54,7 @@ const peak = (server) => {
 }
 const ms = (t0) => `${(performance.now() - t0).toFixed(0)} ms`
 
-const server = await startServer(t)
+const server = REFERENCE ? await startReference() : await startServer(t)
 const room = uniqueRoom('big')
 const writer = makeProvider(t, server, room, { version: 'v3' })
 const peer = makeProvider(t, server, room, { version: 'v3' })
@@ -50,6 +83,10 @@ await waitSynced(fresh, { timeout: 120000 })
 console.log(`fresh client, connect to synced (step 2 of the loaded document): ${ms(t0)}; ${peak(server)}`)
 if (fresh.doc.getText('text').length !== writer.doc.getText('text').length) throw new Error('fresh client incomplete')
 for (const p of [writer, peer, fresh]) p.destroy()
+if (REFERENCE) {
+  for (const fn of cleanups.reverse()) await fn()
+  process.exit(0)
+}
 
 await server.stop('SIGTERM', { timeout: 60000 })
 await server.start({ timeout: 60000 })
