@@ -599,7 +599,9 @@ impl ConnPolicy {
         let Some(deadline) = self.handshake_deadline else {
             return Ok(stream.next().await);
         };
-        match tokio::time::timeout_at(deadline, stream.next()).await {
+        // Boxed: the deadline is over after the first frame, and an idle connection's reader
+        // should not carry its timer's state for the rest of its life.
+        match Box::pin(tokio::time::timeout_at(deadline, stream.next())).await {
             Ok(frame) => {
                 self.handshake_deadline = None;
                 Ok(frame)

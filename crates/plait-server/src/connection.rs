@@ -169,7 +169,7 @@ async fn serve_split(
             let writer_done = async {
                 let _ = (&mut writer).await;
                 writer_finished.store(true, Ordering::Relaxed);
-                tokio::time::sleep(CLOSE_GRACE).await;
+                Box::pin(tokio::time::sleep(CLOSE_GRACE)).await;
             };
             tokio::pin!(writer_done);
             let mut policy = ConnPolicy::new(&shared.access.rates, &grant, notices);
@@ -300,7 +300,7 @@ async fn read_loop(
         };
         let wait = policy.charge(1, len);
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            Box::pin(tokio::time::sleep(wait)).await;
         }
         let data = match frame {
             Ok(WsMessage::Binary(data)) => data,
@@ -344,7 +344,7 @@ async fn read_loop(
         if messages.len() > 1 {
             let wait = policy.charge(messages.len() - 1, 0);
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                Box::pin(tokio::time::sleep(wait)).await;
             }
         }
         for inbound in messages {
@@ -540,7 +540,9 @@ pub(crate) async fn write_loop(
                 } else {
                     let frames = std::mem::take(&mut batch);
                     let bytes: usize = frames.iter().map(Bytes::len).sum();
-                    if let Err(failed) = write_frames(&mut sink, frames, &config).await {
+                    // Boxed, as every write below: an idle connection's task then holds only
+                    // what waiting takes, not the largest write's state.
+                    if let Err(failed) = Box::pin(write_frames(&mut sink, frames, &config)).await {
                         break failed;
                     }
                     outbox.written(bytes);
@@ -557,7 +559,7 @@ pub(crate) async fn write_loop(
                     Some(DEAD_PEER)
                 } else {
                     let ping = sink.send(WsMessage::Ping(Bytes::new()));
-                    if let Err(failed) = write_within(config.deadline(0), ping).await {
+                    if let Err(failed) = Box::pin(write_within(config.deadline(0), ping)).await {
                         break failed;
                     }
                     continue;
@@ -567,7 +569,7 @@ pub(crate) async fn write_loop(
                 if let Some(frame) = config.keepalive_frame.get() {
                     let deadline = config.deadline(frame.len());
                     let frame = WsMessage::Binary(frame.clone());
-                    if let Err(failed) = write_within(deadline, sink.send(frame)).await {
+                    if let Err(failed) = Box::pin(write_within(deadline, sink.send(frame))).await {
                         break failed;
                     }
                 }
@@ -583,10 +585,10 @@ pub(crate) async fn write_loop(
         });
         // The close frame gets a short deadline: the connection is ending either way.
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-        let _ = tokio::time::timeout_at(deadline, async {
+        let _ = Box::pin(tokio::time::timeout_at(deadline, async {
             let _ = sink.send(WsMessage::Close(frame)).await;
             let _ = sink.close().await;
-        })
+        }))
         .await;
         return;
     };
