@@ -618,18 +618,9 @@ async fn row18_slow_reader() {
             txn.encode_update_v1()
         };
         writer.send(encode_update(&update));
-        // Paced by the fast reader, whose outbox then never holds more than this pair (which
-        // the room may merge into one frame: wait for the content, not a count).
-        let sent = writer.doc.transact().state_vector();
+        // Paced by the fast reader, whose outbox then never holds more than this pair.
         reader
-            .wait(
-                |_, doc| {
-                    let have = doc.transact().state_vector();
-                    sent.iter()
-                        .all(|(client, clock)| have.get(client) >= *clock)
-                },
-                "the pair of edits",
-            )
+            .wait_caught_up(&writer.doc, "the pair of edits")
             .await;
     }
     closed_by_server(&mut slow, WAIT).await;

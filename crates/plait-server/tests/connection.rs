@@ -131,17 +131,8 @@ async fn a_peer_that_stops_reading_is_dropped_after_the_write_timeout() {
             txn.encode_update_v1()
         };
         writer.send(encode_update(&update));
-        // The room may merge the pair into one frame: wait for the content, not a count.
-        let sent = writer.doc.transact().state_vector();
         reader
-            .wait(
-                |_, doc| {
-                    let have = doc.transact().state_vector();
-                    sent.iter()
-                        .all(|(client, clock)| have.get(client) >= *clock)
-                },
-                "the pair of edits",
-            )
+            .wait_caught_up(&writer.doc, "the pair of edits")
             .await;
     }
     let started = Instant::now();

@@ -406,6 +406,21 @@ impl TestClient {
         }
     }
 
+    /// Waits until this client's document holds everything `other` holds (by state vector):
+    /// the edits arrived, however the room framed them (it may merge several into one frame).
+    pub async fn wait_caught_up(&self, other: &Doc, what: &str) {
+        let sent = other.transact().state_vector();
+        self.wait(
+            |_, doc| {
+                let have = doc.transact().state_vector();
+                sent.iter()
+                    .all(|(client, clock)| have.get(client) >= *clock)
+            },
+            what,
+        )
+        .await;
+    }
+
     pub async fn wait_text(&self, expected: &str) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
