@@ -25,6 +25,20 @@ start_plait() {
     --store "sqlite://$3/plait.db" --durability strict >"$4" 2>&1 &
 }
 
+# start_kind KIND PORT: starts the server under test in the background (its PID in $!):
+# `relay` (plait-bench's raw relay), `plait` (this checkout's release build), `before` (the
+# plait binary $BEFORE names, to compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0
+# in memory; the caller installs bench/hocuspocus). Needs BENCH and TMP (setup_run).
+start_kind() {
+  case $1 in
+    relay) "$BENCH" relay --port "$2" >"$TMP/relay.log" 2>&1 & ;;
+    plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
+    before) start_plait "$BEFORE" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
+    hocuspocus) HOST=127.0.0.1 PORT=$2 node "$ROOT/bench/hocuspocus/server.mjs" >"$TMP/hocus.log" 2>&1 & ;;
+    *) echo "unknown kind $1" >&2; exit 2 ;;
+  esac
+}
+
 # setup_run NAME: what relay.sh, memory.sh and endpoints.sh each start with. Raises the open
 # file limit, builds plait and plait-bench in release mode, and sets BENCH (the generator),
 # OUT (bench/results/<date>-NAME.jsonl, appended to), TMP (removed at exit) and PID (the

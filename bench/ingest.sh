@@ -18,11 +18,7 @@ PORT=17950
 for round in $(seq 1 "$ROUNDS"); do
   for kind in $KINDS; do
     PORT=$((PORT + 1))
-    case $kind in
-      plait) start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-      before) start_plait "$BEFORE" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-      *) echo "unknown kind $kind" >&2; exit 2 ;;
-    esac
+    start_kind "$kind" "$PORT"
     PID=$!
     wait_port "$PORT"
     "$BENCH" --url "ws://127.0.0.1:$PORT" --server-pid "$PID" --label "$kind" --out "$OUT" \

@@ -22,12 +22,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for kind in $KINDS; do
     for scenario in rooms idle; do
       PORT=$((PORT + 1))
-      case $kind in
-        relay) "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 & ;;
-        plait) start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-        before) start_plait "$BEFORE" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-        *) echo "unknown kind $kind" >&2; exit 2 ;;
-      esac
+      start_kind "$kind" "$PORT"
       PID=$!
       wait_port "$PORT"
       if [[ $scenario == rooms ]]; then

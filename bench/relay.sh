@@ -27,17 +27,10 @@ for round in $(seq 1 "$ROUNDS"); do
   for kind in $KINDS; do
     for mode in $MODES; do
       PORT=$((PORT + 1))
-      protocol=y-websocket
-      case $kind in
-        relay) "$BENCH" relay --port "$PORT" >"$TMP/relay.log" 2>&1 & ;;
-        plait) start_plait "$ROOT/target/release/plait" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-        before) start_plait "$BEFORE" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
-        hocuspocus)
-          HOST=127.0.0.1 PORT=$PORT node bench/hocuspocus/server.mjs >"$TMP/hocus.log" 2>&1 &
-          protocol=hocuspocus ;;
-        *) echo "unknown kind $kind" >&2; exit 2 ;;
-      esac
+      start_kind "$kind" "$PORT"
       PID=$!
+      protocol=y-websocket
+      if [[ $kind == hocuspocus ]]; then protocol=hocuspocus; fi
       wait_port "$PORT"
       "$BENCH" --url "ws://127.0.0.1:$PORT" --protocol "$protocol" --server-pid "$PID" \
         --label "$kind" --out "$OUT" fanout --clients "$CLIENTS" --mode "$mode" --duration "$SECS"
