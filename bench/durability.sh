@@ -14,7 +14,8 @@
 #
 # Environment: STORES="sqlite postgres", MODES="strict relaxed", LAYOUTS="one-room per-room",
 # WRITERS="1 10 100", DURATION=10, PG="postgres://postgres@127.0.0.1:5432" (server for the
-# temporary databases; psql must reach it as -h 127.0.0.1 -U postgres), KEEP_TMP=1.
+# temporary databases; psql must reach it as -h 127.0.0.1 -U postgres), KEEP_TMP=1,
+# PLAIT_BIN (the server binary to measure; the tree's release build by default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,8 +37,11 @@ cargo build --release -p plait -p plait-bench 2>&1 | tail -n 2
 TMP=$(mktemp -d /tmp/plait-durability.XXXXXX)
 # Private copies: a rebuild in the shared target/ during the run must not swap binaries.
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cp "$TARGET_DIR/release/plait" "$TARGET_DIR/release/plait-bench" "$TMP/"
-PLAIT_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# PLAIT_BIN=path/to/old/plait measures another build (e.g. the commit before a change) with
+# this generator, for interleaved before/after runs.
+cp "${PLAIT_BIN:-$TARGET_DIR/release/plait}" "$TMP/plait"
+cp "$TARGET_DIR/release/plait-bench" "$TMP/"
+PLAIT_COMMIT=${PLAIT_LABEL:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PLAIT_DIRTY=$(git status --porcelain -- crates src 2>/dev/null | wc -l)
 DATE=$(date +%Y-%m-%d)
 # BENCH_TAG=name keeps several runs of one day apart.

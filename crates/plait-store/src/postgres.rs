@@ -1,5 +1,6 @@
 //! PostgreSQL: the production store, shareable by several plait processes.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use crate::group::{AppendRequest, GroupCommit, GroupWriter};
+use crate::group::{AppendRequest, GroupCommit, GroupWriter, Layout};
 use crate::rows::{self, to_u64};
 use crate::{
     in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, Revocation, RoomSummary,
@@ -34,40 +35,50 @@ struct PgGroupWriter(PgPool);
 
 #[async_trait]
 impl GroupWriter for PgGroupWriter {
+    /// One group, one statement (so one round trip and its own transaction) whatever the
+    /// number of rooms: the rooms' upsert bumps each room's last seq, locking the rooms' rows
+    /// in the group's order (by name) until commit, so concurrent appenders to one room, in
+    /// this process or another, get consecutive ranges; the updates take their seqs from the
+    /// upsert's new last seqs.
     async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
-        let now = now_ms();
-        let mut tx = self.0.begin().await?;
-        let mut seqs = Vec::with_capacity(group.len());
-        for req in group {
-            // The upsert locks the room's row until commit: concurrent appenders to one room,
-            // in this process or another, get consecutive ranges.
-            let last: i64 = sqlx::query_scalar(
-                "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq, \
-                 updated_at_ms = EXCLUDED.updated_at_ms RETURNING last_seq",
-            )
-            .bind(&req.room)
-            .bind(req.updates.len() as i64)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let first = last - req.updates.len() as i64 + 1;
-            let seq_list: Vec<i64> = (first..=last).collect();
-            let data: Vec<&[u8]> = req.updates.iter().map(|u| u.as_ref()).collect();
-            sqlx::query(
-                "INSERT INTO updates (room, seq, data, created_at_ms) \
-                 SELECT $1, s, d, $4 FROM UNNEST($2::BIGINT[], $3::BYTEA[]) AS t(s, d)",
-            )
-            .bind(&req.room)
-            .bind(&seq_list)
-            .bind(&data)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            seqs.push(to_u64(last, "room seq")?);
+        let layout = Layout::new(group);
+        let (rooms, added): (Vec<&str>, Vec<i64>) = layout.rooms().unzip();
+        let mut update_rooms = Vec::new();
+        let mut below = Vec::new();
+        let mut data = Vec::new();
+        for (room, distance, bytes) in layout.updates() {
+            update_rooms.push(room);
+            below.push(distance);
+            data.push(bytes.as_ref());
         }
-        tx.commit().await?;
-        Ok(seqs)
+        let lasts: HashMap<String, i64> = sqlx::query(
+            "WITH bumped AS ( \
+                 INSERT INTO rooms (name, last_seq, updated_at_ms) \
+                 SELECT name, added, $3 FROM UNNEST($1::TEXT[], $2::BIGINT[]) \
+                     WITH ORDINALITY AS t(name, added, n) ORDER BY n \
+                 ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + EXCLUDED.last_seq, \
+                     updated_at_ms = EXCLUDED.updated_at_ms \
+                 RETURNING name, last_seq \
+             ), written AS ( \
+                 INSERT INTO updates (room, seq, data, created_at_ms) \
+                 SELECT u.room, b.last_seq - u.below, u.data, $3 \
+                 FROM UNNEST($4::TEXT[], $5::BIGINT[], $6::BYTEA[]) AS u(room, below, data) \
+                 JOIN bumped b ON b.name = u.room \
+             ) \
+             SELECT name, last_seq FROM bumped",
+        )
+        .bind(&rooms)
+        .bind(&added)
+        .bind(now_ms())
+        .bind(&update_rooms)
+        .bind(&below)
+        .bind(&data)
+        .fetch_all(&self.0)
+        .await?
+        .iter()
+        .map(|row| (row.get("name"), row.get("last_seq")))
+        .collect();
+        layout.request_seqs(|room| lasts.get(room).copied())
     }
 }
 

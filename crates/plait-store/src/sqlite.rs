@@ -3,6 +3,7 @@
 //! WAL mode. Writes go through a pool of one connection, so that rooms committing at the same
 //! time queue in sqlx instead of failing with `SQLITE_BUSY`; reads use a separate pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::group::{AppendRequest, GroupCommit, GroupWriter};
+use crate::group::{AppendRequest, GroupCommit, GroupWriter, Layout};
 use crate::rows::{self, to_u64};
 use crate::{
     in_lock_order, merged_row, now_ms, Error, LoggedUpdate, MergeValue, Revocation, RoomSummary,
@@ -50,36 +51,42 @@ impl GroupWriter for SqliteGroupWriter {
     }
 }
 
+/// One group, four statements whatever the number of rooms: begin, one upsert of every room
+/// (returning each one's new last seq), one insert of every update (per `ROWS_PER_INSERT`),
+/// commit. Each statement is a round trip to sqlx's SQLite thread.
 async fn commit_group(pool: &SqlitePool, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
     let now = now_ms();
+    let layout = Layout::new(group);
     let mut tx = pool.begin().await?;
-    let mut seqs = Vec::with_capacity(group.len());
-    for req in group {
-        let last: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (name, last_seq, updated_at_ms) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
-             updated_at_ms = excluded.updated_at_ms RETURNING last_seq",
-        )
-        .bind(&req.room)
-        .bind(req.updates.len() as i64)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let first = last - req.updates.len() as i64 + 1;
-        for (chunk_index, chunk) in req.updates.chunks(ROWS_PER_INSERT).enumerate() {
-            let base = first + (chunk_index * ROWS_PER_INSERT) as i64;
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO updates (room, seq, data, created_at_ms) ",
-            );
-            insert.push_values(chunk.iter().enumerate(), |mut row, (i, data)| {
-                row.push_bind(req.room.as_str())
-                    .push_bind(base + i as i64)
-                    .push_bind(data.as_ref())
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        seqs.push(to_u64(last, "room seq")?);
+    let mut upsert =
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO rooms (name, last_seq, updated_at_ms) ");
+    upsert.push_values(layout.rooms(), |mut row, (room, added)| {
+        row.push_bind(room).push_bind(added).push_bind(now);
+    });
+    upsert.push(
+        " ON CONFLICT (name) DO UPDATE SET last_seq = rooms.last_seq + excluded.last_seq, \
+         updated_at_ms = excluded.updated_at_ms RETURNING name, last_seq",
+    );
+    let lasts: HashMap<String, i64> = upsert
+        .build()
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| (row.get("name"), row.get("last_seq")))
+        .collect();
+    let seqs = layout.request_seqs(|room| lasts.get(room).copied())?;
+    let rows: Vec<_> = layout.updates().collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO updates (room, seq, data, created_at_ms) ",
+        );
+        insert.push_values(chunk, |mut row, &(room, below, data)| {
+            row.push_bind(room)
+                .push_bind(lasts[room] - below)
+                .push_bind(data.as_ref())
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(seqs)

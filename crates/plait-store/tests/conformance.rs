@@ -12,9 +12,16 @@ fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-/// A fresh, empty schema in the test database, or `None` (with a loud note) when PostgreSQL is
-/// unreachable. `PLAIT_REQUIRE_POSTGRES=1` (set by .ci/run) turns that skip into a failure.
+/// A store in a fresh, empty schema of the test database, or `None` (with a loud note) when
+/// PostgreSQL is unreachable. `PLAIT_REQUIRE_POSTGRES=1` (set by .ci/run) turns that skip into
+/// a failure.
 async fn postgres() -> Option<PgStore> {
+    Some(PgStore::open_with(postgres_schema().await?, 4).await.unwrap())
+}
+
+/// Connect options for a fresh, empty schema (several stores opened with them share it, as
+/// several plait processes share one database).
+async fn postgres_schema() -> Option<sqlx::postgres::PgConnectOptions> {
     use sqlx::postgres::PgConnectOptions;
     use std::str::FromStr;
     let url = postgres_url();
@@ -40,10 +47,11 @@ async fn postgres() -> Option<PgStore> {
     ] {
         sqlx::query(&sql).execute(&admin).await.unwrap();
     }
-    let options = PgConnectOptions::from_str(&url)
-        .unwrap()
-        .options([("search_path", schema.as_str())]);
-    Some(PgStore::open_with(options, 4).await.unwrap())
+    Some(
+        PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]),
+    )
 }
 
 async fn stores() -> (Vec<(&'static str, Box<dyn Store>)>, tempfile::TempDir) {
@@ -391,6 +399,77 @@ async fn concurrent_appends_to_one_room_get_unique_seqs() {
             80,
             "{name}"
         );
+    }
+}
+
+/// Many rooms appending at once, several appends in flight per room, land in one group
+/// commit together: each append's returned seq must name its own updates, in order, and each
+/// room's seqs must run 1..=n without a gap. On PostgreSQL the appends alternate between two
+/// stores on one database, as two plait processes would.
+#[tokio::test]
+async fn appends_from_many_rooms_at_once_each_get_their_own_seqs() {
+    let (mut stores, _dir) = stores().await;
+    let mut second: Option<std::sync::Arc<dyn Store>> = None;
+    if let Some(options) = postgres_schema().await {
+        let first = PgStore::open_with(options.clone(), 4).await.unwrap();
+        second = Some(std::sync::Arc::new(
+            PgStore::open_with(options, 4).await.unwrap(),
+        ));
+        stores.retain(|(name, _)| *name != "postgres");
+        stores.push(("postgres, two stores", Box::new(first)));
+    }
+    for (name, store) in stores {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::from(store);
+        let other = if name.starts_with("postgres") {
+            second.clone().unwrap()
+        } else {
+            store.clone()
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|task| {
+                let store = if task % 2 == 0 {
+                    store.clone()
+                } else {
+                    other.clone()
+                };
+                // Rooms in both name orders, so two groups lock overlapping rooms.
+                let room = format!("room-{}", if task % 4 < 2 { task % 10 } else { 9 - task % 10 });
+                tokio::spawn(async move {
+                    let mut appended = Vec::new();
+                    for j in 0..10 {
+                        let updates: Vec<Bytes> = (0..=(task + j) % 3)
+                            .map(|k| b(&format!("{task}/{j}/{k}")))
+                            .collect();
+                        let last = store.append_updates(&room, &updates).await.unwrap();
+                        appended.push((room.clone(), last, updates));
+                    }
+                    appended
+                })
+            })
+            .collect();
+        let mut appended = Vec::new();
+        for task in tasks {
+            appended.extend(task.await.unwrap());
+        }
+        for room in (0..10).map(|i| format!("room-{i}")) {
+            let stored = store.load_room(&room).await.unwrap();
+            let seqs: Vec<u64> = stored.updates.iter().map(|u| u.seq).collect();
+            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{name} {room}");
+            for (_, last, updates) in appended.iter().filter(|(r, ..)| *r == room) {
+                let first = (*last as usize) - updates.len();
+                let rows: Vec<&Bytes> = stored.updates[first..*last as usize]
+                    .iter()
+                    .map(|u| &u.data)
+                    .collect();
+                assert_eq!(rows, updates.iter().collect::<Vec<_>>(), "{name} {room}");
+            }
+        }
+        let total: usize = appended.iter().map(|(_, _, u)| u.len()).sum();
+        let mut stored_total = 0;
+        for i in 0..10 {
+            stored_total += store.load_room(&format!("room-{i}")).await.unwrap().updates.len();
+        }
+        assert_eq!(stored_total, total, "{name}");
     }
 }
 
