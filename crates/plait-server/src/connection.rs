@@ -539,7 +539,7 @@ pub(crate) async fn write_loop(
                     None
                 } else {
                     let frames = std::mem::take(&mut batch);
-                    let bytes: usize = frames.iter().map(Bytes::len).sum();
+                    let bytes = outbox.charged(&frames);
                     // Boxed, as every write below: an idle connection's task then holds only
                     // what waiting takes, not the largest write's state.
                     if let Err(failed) = Box::pin(write_frames(&mut sink, frames, &config)).await {

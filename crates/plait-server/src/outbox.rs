@@ -7,7 +7,11 @@
 //! large sync step 2 is never refused, and a frame larger than the whole bound goes when what
 //! is queued ahead of it is within a quarter of the bound: a 30 MiB update relayed to a reader
 //! that has a few presence frames queued is not a slow consumer (closing it would make it
-//! resync the whole document, into the same situation).
+//! resync the whole document, into the same situation). Such a frame counts as a quarter of
+//! the bound, not its size, so the presence and edits that follow it still fit: counted whole,
+//! a 50 MB step 2 made the client's own presence echo close it as slow, and its reconnects
+//! failed the same way until one won the race (a cold load of a 50 MB document took 1 to 60
+//! s). A slow reader so holds at most the bound plus two such frames.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -88,7 +92,8 @@ struct Shared {
 #[derive(Debug)]
 struct Queue {
     frames: VecDeque<Bytes>,
-    /// Bytes queued or handed to the writer and not yet written.
+    /// Bytes queued or handed to the writer and not yet written, a frame larger than the
+    /// bound counted as a quarter of it ([`Shared::charge`]).
     bytes: usize,
     senders: usize,
     receiver_alive: bool,
@@ -116,6 +121,15 @@ pub(crate) fn channel(frames: usize, max_bytes: usize) -> (Outbox, OutboxRx) {
 }
 
 impl Shared {
+    /// What a frame of `len` bytes counts against the byte bound.
+    fn charge(&self, len: usize) -> usize {
+        if len >= self.max_bytes {
+            self.max_bytes / 4
+        } else {
+            len
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock leaves the queue consistent (each critical section
         // is a push, a drain or a counter update), so a poisoned lock is used as is.
@@ -156,13 +170,18 @@ impl Outbox {
             if !q.receiver_alive {
                 return Err(TrySendError::Closed(frame));
             }
-            let len = frame.len();
             let max = self.shared.max_bytes;
-            let bound = if len >= max { len + max / 4 } else { max };
-            if q.frames.len() >= self.shared.max_frames || (q.bytes > 0 && q.bytes + len > bound) {
+            let charge = self.shared.charge(frame.len());
+            let bound = if frame.len() >= max {
+                max / 4 + charge
+            } else {
+                max
+            };
+            if q.frames.len() >= self.shared.max_frames || (q.bytes > 0 && q.bytes + charge > bound)
+            {
                 return Err(TrySendError::Full(frame));
             }
-            q.bytes += len;
+            q.bytes += charge;
             q.frames.push_back(frame);
         }
         // Stores a permit when the writer is not waiting, so no wake-up is lost.
@@ -203,7 +222,14 @@ impl OutboxRx {
         q.frames.drain(..).collect()
     }
 
-    /// Releases `bytes` from the byte bound once they have left for the socket.
+    /// What `frames` count against the byte bound: what the writer hands back to
+    /// [`OutboxRx::written`] once they have left.
+    pub(crate) fn charged(&self, frames: &[Bytes]) -> usize {
+        frames.iter().map(|f| self.shared.charge(f.len())).sum()
+    }
+
+    /// Releases `bytes` (as [`OutboxRx::charged`] counted them) from the byte bound once
+    /// they have left for the socket.
     pub(crate) fn written(&self, bytes: usize) {
         let mut q = self.shared.lock();
         q.bytes = q.bytes.saturating_sub(bytes);
@@ -230,17 +256,48 @@ mod tests {
         let (tx, mut rx) = channel(100, 10);
         // Larger than the byte bound, but the outbox is empty: it goes.
         tx.try_send(Bytes::from(vec![0; 25])).unwrap();
-        assert!(matches!(
-            tx.try_send(Bytes::from_static(b"x")),
-            Err(TrySendError::Full(_))
-        ));
         let mut buf = Vec::new();
         assert_eq!(rx.recv_many(&mut buf, 10).await, 1);
-        rx.written(25);
+        rx.written(rx.charged(&buf));
         for _ in 0..10 {
             tx.try_send(Bytes::from_static(b"x")).unwrap();
         }
         assert!(tx.try_send(Bytes::from_static(b"x")).is_err());
+    }
+
+    /// A client syncing a 50 MB document was closed as slow by its own presence echo, queued
+    /// while the step 2 was still being written: the step 2 counted as 50 MB against a 16
+    /// MiB bound. It counts as a quarter of the bound now, so what follows it fits in the
+    /// rest, and nothing more.
+    #[tokio::test]
+    async fn frames_behind_a_large_one_fit_in_the_rest_of_the_bound() {
+        let (tx, mut rx) = channel(100, 40);
+        tx.try_send(Bytes::from(vec![0; 500])).unwrap();
+        for _ in 0..3 {
+            tx.try_send(Bytes::from(vec![1; 10])).unwrap();
+        }
+        assert!(
+            tx.try_send(Bytes::from(vec![1; 10])).is_err(),
+            "past the bound"
+        );
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, 4);
+        assert_eq!(rx.charged(&buf), 40);
+        rx.written(rx.charged(&buf));
+        // Everything written: the bound is whole again.
+        for _ in 0..4 {
+            tx.try_send(Bytes::from(vec![1; 10])).unwrap();
+        }
+        assert!(tx.try_send(Bytes::from_static(b"x")).is_err());
+    }
+
+    /// Two large frames may queue (one being written, the next behind it), not a third.
+    #[tokio::test]
+    async fn at_most_two_large_frames_wait() {
+        let (tx, _rx) = channel(100, 40);
+        tx.try_send(Bytes::from(vec![0; 500])).unwrap();
+        tx.try_send(Bytes::from(vec![0; 500])).unwrap();
+        assert!(tx.try_send(Bytes::from(vec![0; 500])).is_err());
     }
 
     /// Pins issue 14 item 6: a frame larger than the bound (a relayed 30 MiB paste) was refused
@@ -253,7 +310,7 @@ mod tests {
         assert!(tx.try_send(Bytes::from(vec![0; 100])).is_err());
         let mut buf = Vec::new();
         assert_eq!(rx.recv_many(&mut buf, 10).await, 2);
-        rx.written(108);
+        rx.written(rx.charged(&buf));
         // A backlog of more than a quarter of the bound: a large frame is refused.
         for _ in 0..11 {
             tx.try_send(Bytes::from_static(b"x")).unwrap();

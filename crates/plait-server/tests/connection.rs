@@ -391,3 +391,49 @@ async fn an_escaped_verified_claim_is_removed() {
     );
     server.stop().await;
 }
+
+/// A client that joins a room holding a document larger than `--max-outbox-bytes` and sends its
+/// presence at once (as every provider does) gets its step 2 and stays. The step 2 counted
+/// whole against the bound, so the presence echo queued behind it, while it was still being
+/// written, closed the client as slow (1013); its reconnects met the same fate until one won
+/// the race: a cold load of a 50 MB document took from 1 to 60 s. Here the bound is 64 KiB and
+/// the document 8 MiB, more than the kernel's socket buffers take, so the step 2 is still
+/// being written when the echo comes.
+#[tokio::test]
+async fn presence_sent_with_a_large_documents_sync_does_not_close_the_client() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.max_outbox_bytes = 64 * 1024;
+        c.max_bytes_per_sec = 1_000_000_000;
+    })
+    .await;
+    let url = server.url("large");
+    let writer = TestClient::connect(&url).await;
+    let content = "large document line\n".repeat(8 * 1024 * 1024 / 20);
+    writer.insert(0, &content);
+    let observer = TestClient::connect(&url).await;
+    observer.wait_text(&content).await;
+
+    let mut newcomer = raw_client(url.as_str()).await;
+    let presence = AwarenessUpdate {
+        entries: vec![AwarenessEntry {
+            client: 4242,
+            clock: 1,
+            state: r#"{"user":{"name":"newcomer"}}"#.into(),
+        }],
+    };
+    newcomer
+        .send(WsMessage::Binary(encode_awareness(&presence.encode())))
+        .await
+        .unwrap();
+    // Not reading yet: the step 2 stays in flight while the room echoes the presence.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (frames, closed) = read_for(&mut newcomer, Duration::from_secs(3)).await;
+    assert_eq!(closed, None, "the newcomer was closed");
+    let received: usize = frames.iter().map(Bytes::len).sum();
+    assert!(
+        received > content.len(),
+        "the step 2 did not arrive: {received} bytes"
+    );
+    assert!(writer.is_open() && observer.is_open());
+    server.stop().await;
+}

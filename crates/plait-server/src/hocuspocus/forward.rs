@@ -78,7 +78,7 @@ pub(super) async fn forward(mut f: Forwarder) {
                 if n == 0 {
                     return;
                 }
-                let bytes: usize = batch.iter().map(Bytes::len).sum();
+                let bytes = f.rx.charged(&batch);
                 for frame in batch.drain(..) {
                     let Some(out) = translate(&frame, &f.address, &f.prefix) else {
                         debug!(tag = frame.first().copied(), "no Hocuspocus counterpart; dropped");
