@@ -193,7 +193,10 @@ mod tests {
     fn request(room: &str, updates: &[&'static str]) -> AppendRequest {
         AppendRequest {
             room: room.into(),
-            updates: updates.iter().map(|u| Bytes::from_static(u.as_bytes())).collect(),
+            updates: updates
+                .iter()
+                .map(|u| Bytes::from_static(u.as_bytes()))
+                .collect(),
             reply: oneshot::channel().0,
         }
     }
@@ -241,7 +244,9 @@ mod tests {
             _ => None,
         };
         assert_eq!(layout.request_seqs(lasts).unwrap(), vec![9, 10, 1, 13, 14]);
-        assert!(layout.request_seqs(|room| lasts(room).filter(|_| room != "b")).is_err());
+        assert!(layout
+            .request_seqs(|room| lasts(room).filter(|_| room != "b"))
+            .is_err());
     }
 
     /// Pins issue 13 item 7: an append whose room stopped waiting (its commit timed out) was

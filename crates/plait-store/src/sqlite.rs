@@ -58,8 +58,9 @@ async fn commit_group(pool: &SqlitePool, group: &[&AppendRequest]) -> Result<Vec
     let now = now_ms();
     let layout = Layout::new(group);
     let mut tx = pool.begin().await?;
-    let mut upsert =
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO rooms (name, last_seq, updated_at_ms) ");
+    let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO rooms (name, last_seq, updated_at_ms) ",
+    );
     upsert.push_values(layout.rooms(), |mut row, (room, added)| {
         row.push_bind(room).push_bind(added).push_bind(now);
     });

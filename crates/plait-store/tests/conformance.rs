@@ -16,7 +16,11 @@ fn postgres_url() -> String {
 /// PostgreSQL is unreachable. `PLAIT_REQUIRE_POSTGRES=1` (set by .ci/run) turns that skip into
 /// a failure.
 async fn postgres() -> Option<PgStore> {
-    Some(PgStore::open_with(postgres_schema().await?, 4).await.unwrap())
+    Some(
+        PgStore::open_with(postgres_schema().await?, 4)
+            .await
+            .unwrap(),
+    )
 }
 
 /// Connect options for a fresh, empty schema (several stores opened with them share it, as
@@ -433,7 +437,14 @@ async fn appends_from_many_rooms_at_once_each_get_their_own_seqs() {
                     other.clone()
                 };
                 // Rooms in both name orders, so two groups lock overlapping rooms.
-                let room = format!("room-{}", if task % 4 < 2 { task % 10 } else { 9 - task % 10 });
+                let room = format!(
+                    "room-{}",
+                    if task % 4 < 2 {
+                        task % 10
+                    } else {
+                        9 - task % 10
+                    }
+                );
                 tokio::spawn(async move {
                     let mut appended = Vec::new();
                     for j in 0..10 {
@@ -454,7 +465,11 @@ async fn appends_from_many_rooms_at_once_each_get_their_own_seqs() {
         for room in (0..10).map(|i| format!("room-{i}")) {
             let stored = store.load_room(&room).await.unwrap();
             let seqs: Vec<u64> = stored.updates.iter().map(|u| u.seq).collect();
-            assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{name} {room}");
+            assert_eq!(
+                seqs,
+                (1..=seqs.len() as u64).collect::<Vec<_>>(),
+                "{name} {room}"
+            );
             for (_, last, updates) in appended.iter().filter(|(r, ..)| *r == room) {
                 let first = (*last as usize) - updates.len();
                 let rows: Vec<&Bytes> = stored.updates[first..*last as usize]
@@ -467,7 +482,12 @@ async fn appends_from_many_rooms_at_once_each_get_their_own_seqs() {
         let total: usize = appended.iter().map(|(_, _, u)| u.len()).sum();
         let mut stored_total = 0;
         for i in 0..10 {
-            stored_total += store.load_room(&format!("room-{i}")).await.unwrap().updates.len();
+            stored_total += store
+                .load_room(&format!("room-{i}"))
+                .await
+                .unwrap()
+                .updates
+                .len();
         }
         assert_eq!(stored_total, total, "{name}");
     }

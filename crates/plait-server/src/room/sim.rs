@@ -599,3 +599,29 @@ fn room_search() {
         assert!(run.is_ok(), "room simulation failed for seed {seed}");
     }
 }
+
+/// A big document compacts once its log reaches half its snapshot, not every
+/// `--compact-after-bytes`: each compaction rewrites the whole document, and the next edit
+/// waits for it (a 50 MB document took 5 MiB pastes in 150 ms at first and 490 ms by the
+/// tenth). On main a 5 MiB log over a 50 MiB snapshot was due. Small documents keep the byte
+/// bound, and the row bound holds for every size.
+#[test]
+fn a_big_document_compacts_after_half_its_size_not_every_few_mib() {
+    const MIB: u64 = 1 << 20;
+    let config = Config::defaults().room();
+    let mut core = RoomCore::new(config, 7, Arc::new(AtomicUsize::new(0)), false);
+    let mut due = |snapshot: u64, log_bytes: u64, log_updates: u64| {
+        core.snapshot_bytes = snapshot as usize;
+        core.log_bytes = log_bytes;
+        core.log_updates = log_updates;
+        core.compaction_due()
+    };
+    assert!(!due(50 * MIB, 5 * MIB, 1), "5 MiB over a 50 MiB document");
+    assert!(!due(50 * MIB, 24 * MIB, 5), "24 MiB over a 50 MiB document");
+    assert!(due(50 * MIB, 25 * MIB, 5), "half of a 50 MiB document");
+    assert!(due(0, 4 * MIB, 1), "a new document's first 4 MiB");
+    assert!(due(MIB, 4 * MIB, 1), "4 MiB over a 1 MiB document");
+    assert!(!due(MIB, 100_000, 999), "a small log over a small document");
+    assert!(due(MIB, 600_000, 1_000), "1,000 updates, half the document");
+    assert!(due(50 * MIB, 100_000, 16_000), "the row bound");
+}
