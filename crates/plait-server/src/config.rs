@@ -154,7 +154,8 @@ pub struct Config {
     pub outbox_frames: usize,
 
     /// Most bytes queued for one connection; past it the connection is closed as a slow
-    /// consumer (1013), like a full --outbox-frames. A frame into an empty outbox always goes.
+    /// consumer (1013), like a full --outbox-frames. A frame into an empty outbox always goes;
+    /// one larger than this counts as a quarter of it.
     #[arg(long, env = "PLAIT_MAX_OUTBOX_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_outbox_bytes: usize,
 
