@@ -12,6 +12,10 @@ use crate::Error;
 
 /// Appends gathered into one transaction at most.
 const MAX_GROUP: usize = 256;
+/// Bytes of updates gathered into one transaction at most (one append may be larger). A group
+/// is one statement on PostgreSQL, whose parameters are each limited to 1 GB, and a group that
+/// failed for its size would fail again on every retry.
+const MAX_GROUP_BYTES: usize = 64 << 20;
 /// Appends waiting for the task; senders wait (backpressure) when it is full.
 const QUEUE: usize = 1024;
 
@@ -112,8 +116,13 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     pub(crate) fn spawn(writer: impl GroupWriter) -> Self {
+        Self::spawn_with(writer, MAX_GROUP_BYTES)
+    }
+
+    /// [`GroupCommit::spawn`] with another byte bound per group (tests).
+    fn spawn_with(writer: impl GroupWriter, max_bytes: usize) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(writer, rx));
+        tokio::spawn(run(writer, rx, max_bytes));
         GroupCommit { queue }
     }
 
@@ -134,29 +143,45 @@ impl GroupCommit {
     }
 }
 
-async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>, max_bytes: usize) {
+    let mut received = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut received, MAX_GROUP).await > 0 {
         // A room that stopped waiting (its commit timed out while the store was stuck) will
         // write the same updates again with its retry: writing these too would log them twice.
-        group.retain(|req| !req.reply.is_closed());
-        if group.is_empty() {
-            continue;
+        received.retain(|req| !req.reply.is_closed());
+        // Groups of at most `max_bytes` (or one larger append), cut in arrival order, so one
+        // room's appends keep their order across groups too.
+        while !received.is_empty() {
+            let mut bytes = 0;
+            let n = received
+                .iter()
+                .take_while(|req| {
+                    bytes += req.updates.iter().map(Bytes::len).sum::<usize>();
+                    bytes <= max_bytes
+                })
+                .count()
+                .max(1);
+            let mut group: Vec<AppendRequest> = received.drain(..n).collect();
+            // Lock order: by room name; the stable sort keeps one room's appends in arrival
+            // order.
+            group.sort_by(|a, b| a.room.cmp(&b.room));
+            commit(&writer, group).await;
         }
-        // Lock order: by room name; the stable sort keeps one room's appends in arrival order.
-        group.sort_by(|a: &AppendRequest, b: &AppendRequest| a.room.cmp(&b.room));
-        let refs: Vec<&AppendRequest> = group.iter().collect();
-        match writer.commit_group(&refs).await {
-            Ok(seqs) => {
-                for (req, seq) in group.drain(..).zip(seqs) {
-                    let _ = req.reply.send(Ok(seq));
-                }
+    }
+}
+
+async fn commit(writer: &impl GroupWriter, group: Vec<AppendRequest>) {
+    let refs: Vec<&AppendRequest> = group.iter().collect();
+    match writer.commit_group(&refs).await {
+        Ok(seqs) => {
+            for (req, seq) in group.into_iter().zip(seqs) {
+                let _ = req.reply.send(Ok(seq));
             }
-            Err(e) => {
-                let msg = e.to_string();
-                for req in group.drain(..) {
-                    let _ = req.reply.send(Err(Error::GroupCommit(msg.clone())));
-                }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for req in group {
+                let _ = req.reply.send(Err(Error::GroupCommit(msg.clone())));
             }
         }
     }
@@ -247,6 +272,78 @@ mod tests {
         assert!(layout
             .request_seqs(|room| lasts(room).filter(|_| room != "b"))
             .is_err());
+    }
+
+    /// Records each group's rooms; its first commit waits until `release` is notified, so
+    /// the appends sent meanwhile queue up and are received together.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        groups: Mutex<Vec<Vec<String>>>,
+        release: tokio::sync::Notify,
+        first: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl GroupWriter for Arc<Recorder> {
+        async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+            if !self.first.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            self.groups
+                .lock()
+                .unwrap()
+                .push(group.iter().map(|r| r.room.clone()).collect());
+            Ok((1..=group.len() as u64).collect())
+        }
+    }
+
+    /// Appends queued together are cut into groups of at most the byte bound, in arrival
+    /// order (an append larger than the bound is a group of its own), and every one is
+    /// answered.
+    #[tokio::test]
+    async fn groups_are_bounded_in_bytes() {
+        let writer = Arc::new(Recorder::default());
+        let group = GroupCommit::spawn_with(writer.clone(), 100);
+        let stuck = tokio::spawn({
+            let group = group.clone();
+            async move { group.append("first", &[Bytes::from_static(b"1")]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let appends: Vec<_> = [("e", 60), ("d", 30), ("c", 30), ("b", 250), ("a", 10)]
+            .into_iter()
+            .map(|(room, bytes)| {
+                let group = group.clone();
+                tokio::spawn(
+                    async move { group.append(room, &[Bytes::from(vec![0; bytes])]).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.release.notify_one();
+        stuck.await.unwrap().unwrap();
+        for append in appends {
+            append.await.unwrap().unwrap();
+        }
+        let mut groups = writer.groups.lock().unwrap().clone();
+        assert_eq!(groups.remove(0), vec!["first".to_owned()]);
+        let rooms: Vec<String> = groups.iter().flatten().cloned().collect();
+        assert_eq!(rooms.len(), 5, "{groups:?}");
+        assert!(
+            groups.len() >= 3,
+            "the queued appends were not cut: {groups:?}"
+        );
+        for g in &groups {
+            let bytes: usize = g
+                .iter()
+                .map(|r| match r.as_str() {
+                    "e" => 60,
+                    "d" | "c" => 30,
+                    "b" => 250,
+                    _ => 10,
+                })
+                .sum();
+            assert!(bytes <= 100 || g.len() == 1, "{groups:?}");
+        }
     }
 
     /// Pins issue 13 item 7: an append whose room stopped waiting (its commit timed out) was
