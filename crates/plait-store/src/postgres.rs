@@ -35,11 +35,14 @@ struct PgGroupWriter(PgPool);
 
 #[async_trait]
 impl GroupWriter for PgGroupWriter {
-    /// One group, one statement (so one round trip and its own transaction) whatever the
-    /// number of rooms: the rooms' upsert bumps each room's last seq, locking the rooms' rows
-    /// in the group's order (by name) until commit, so concurrent appenders to one room, in
-    /// this process or another, get consecutive ranges; the updates take their seqs from the
-    /// upsert's new last seqs.
+    /// One group, one statement whatever the number of rooms: the rooms' upsert bumps each
+    /// room's last seq, locking the rooms' rows in the group's order (by name) until commit,
+    /// so concurrent appenders to one room, in this process or another, get consecutive
+    /// ranges; the updates take their seqs from the upsert's new last seqs. The statement runs
+    /// in an explicit transaction all the same: on a pooled connection that a cancelled load
+    /// left inside its transaction, a bare statement would join that transaction and stay
+    /// uncommitted (`an_abandoned_load_leaves_no_open_transaction` caught it), while `COMMIT`
+    /// ends it.
     async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
         let layout = Layout::new(group);
         let (rooms, added): (Vec<&str>, Vec<i64>) = layout.rooms().unzip();
@@ -51,6 +54,7 @@ impl GroupWriter for PgGroupWriter {
             below.push(distance);
             data.push(bytes.as_ref());
         }
+        let mut tx = self.0.begin().await?;
         let lasts: HashMap<String, i64> = sqlx::query(
             "WITH bumped AS ( \
                  INSERT INTO rooms (name, last_seq, updated_at_ms) \
@@ -73,11 +77,12 @@ impl GroupWriter for PgGroupWriter {
         .bind(&update_rooms)
         .bind(&below)
         .bind(&data)
-        .fetch_all(&self.0)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|row| (row.get("name"), row.get("last_seq")))
         .collect();
+        tx.commit().await?;
         layout.request_seqs(|room| lasts.get(room).copied())
     }
 }
