@@ -194,27 +194,6 @@ mod tests {
 
     use super::*;
 
-    /// Records what it commits; its first commit waits until `release` is notified, like a
-    /// database stuck on a lock.
-    #[derive(Debug, Default)]
-    struct Stuck {
-        committed: Mutex<Vec<String>>,
-        release: tokio::sync::Notify,
-        first: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait]
-    impl GroupWriter for Arc<Stuck> {
-        async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
-            if !self.first.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                self.release.notified().await;
-            }
-            let mut committed = self.committed.lock().unwrap();
-            committed.extend(group.iter().map(|r| r.room.clone()));
-            Ok((1..=group.len() as u64).collect())
-        }
-    }
-
     fn request(room: &str, updates: &[&'static str]) -> AppendRequest {
         AppendRequest {
             room: room.into(),
@@ -274,8 +253,9 @@ mod tests {
             .is_err());
     }
 
-    /// Records each group's rooms; its first commit waits until `release` is notified, so
-    /// the appends sent meanwhile queue up and are received together.
+    /// Records each group's rooms; its first commit waits until `release` is notified, like
+    /// a database stuck on a lock (the appends sent meanwhile queue up and are received
+    /// together).
     #[derive(Debug, Default)]
     struct Recorder {
         groups: Mutex<Vec<Vec<String>>>,
@@ -350,7 +330,7 @@ mod tests {
     /// still written when the stuck store moved on, and the room's retry wrote it again.
     #[tokio::test]
     async fn an_abandoned_append_is_not_written() {
-        let writer = Arc::new(Stuck::default());
+        let writer = Arc::new(Recorder::default());
         let group = GroupCommit::spawn(writer.clone());
         let first = tokio::spawn({
             let group = group.clone();
@@ -370,7 +350,7 @@ mod tests {
             .append("later", &[Bytes::from_static(b"3")])
             .await
             .unwrap();
-        let committed = writer.committed.lock().unwrap().clone();
+        let committed: Vec<String> = writer.groups.lock().unwrap().concat();
         assert_eq!(committed, vec!["stuck".to_owned(), "later".to_owned()]);
     }
 }
