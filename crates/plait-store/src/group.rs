@@ -43,27 +43,22 @@ pub(crate) trait GroupWriter: Send + Sync + 'static {
 /// SQLite thread, each).
 #[derive(Debug)]
 pub(crate) struct Layout<'a> {
-    group: &'a [&'a AppendRequest],
-    /// Each room's run of consecutive requests in `group`: its name, where the run ends, and
-    /// how many updates the run appends.
-    runs: Vec<(&'a str, usize, i64)>,
+    /// Each room's run of consecutive requests in the group: its name, the run's requests,
+    /// and how many updates they append.
+    runs: Vec<(&'a str, &'a [&'a AppendRequest], i64)>,
 }
 
 impl<'a> Layout<'a> {
     /// `group` must be sorted by room, as the group-commit task sorts it.
     pub(crate) fn new(group: &'a [&'a AppendRequest]) -> Self {
-        let mut runs: Vec<(&str, usize, i64)> = Vec::new();
-        for (i, req) in group.iter().enumerate() {
-            let added = req.updates.len() as i64;
-            match runs.last_mut() {
-                Some((room, end, total)) if *room == req.room => {
-                    *end = i + 1;
-                    *total += added;
-                }
-                _ => runs.push((&req.room, i + 1, added)),
-            }
-        }
-        Layout { group, runs }
+        let runs = group
+            .chunk_by(|a, b| a.room == b.room)
+            .map(|run| {
+                let added = run.iter().map(|req| req.updates.len() as i64).sum();
+                (run[0].room.as_str(), run, added)
+            })
+            .collect();
+        Layout { runs }
     }
 
     /// Each room once, in lock order, with the number of updates it gains.
@@ -74,13 +69,8 @@ impl<'a> Layout<'a> {
     /// Every update of the group in order: its room, how far its seq lies below the room's
     /// new last seq, and its bytes.
     pub(crate) fn updates(&self) -> impl Iterator<Item = (&'a str, i64, &'a Bytes)> + '_ {
-        let group = self.group;
-        let mut start = 0;
-        self.runs.iter().flat_map(move |&(room, end, total)| {
-            let requests = &group[start..end];
-            start = end;
-            requests
-                .iter()
+        self.runs.iter().flat_map(|&(room, run, total)| {
+            run.iter()
                 .flat_map(|req| req.updates.iter())
                 .enumerate()
                 .map(move |(i, data)| (room, total - 1 - i as i64, data))
@@ -92,17 +82,15 @@ impl<'a> Layout<'a> {
         &self,
         last_seq: impl Fn(&str) -> Option<i64>,
     ) -> Result<Vec<u64>, Error> {
-        let mut seqs = Vec::with_capacity(self.group.len());
-        let mut start = 0;
-        for &(room, end, total) in &self.runs {
+        let mut seqs = Vec::new();
+        for &(room, run, total) in &self.runs {
             let last = last_seq(room)
                 .ok_or_else(|| Error::Corrupt(format!("room {room:?} was not written")))?;
             let mut seq = last - total;
-            for req in &self.group[start..end] {
+            for req in run {
                 seq += req.updates.len() as i64;
                 seqs.push(crate::rows::to_u64(seq, "room seq")?);
             }
-            start = end;
         }
         Ok(seqs)
     }
