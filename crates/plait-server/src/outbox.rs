@@ -172,11 +172,8 @@ impl Outbox {
             }
             let max = self.shared.max_bytes;
             let charge = self.shared.charge(frame.len());
-            let bound = if frame.len() >= max {
-                max / 4 + charge
-            } else {
-                max
-            };
+            // A large frame (charged a quarter) goes while at most a quarter is queued ahead.
+            let bound = if frame.len() >= max { max / 2 } else { max };
             if q.frames.len() >= self.shared.max_frames || (q.bytes > 0 && q.bytes + charge > bound)
             {
                 return Err(TrySendError::Full(frame));
