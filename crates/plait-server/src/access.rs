@@ -583,7 +583,9 @@ impl ConnPolicy {
         let at = self.expires_at;
         async move {
             match at {
-                Some(at) => tokio::time::sleep_until(at).await,
+                // Boxed: inline, the timer would be part of every connection's task, expiring
+                // token or not.
+                Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
                 None => std::future::pending().await,
             }
         }

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use bytes::Bytes;
 use dashmap::DashMap;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitStream;
 use futures_util::StreamExt;
 use plait_protocol::hocuspocus::{
     self as hp, Address, DecodeError, ProviderFrame, ProviderMessage, Scope,
@@ -247,56 +247,47 @@ struct Socket {
 }
 
 /// Serves one upgraded socket of the Hocuspocus endpoint until either side closes it. Not an
-/// `async fn`, for the reason given at [`connection::serve`]: the future keeps the socket's two
-/// halves, not the whole socket.
+/// `async fn`, for the reason given at [`connection::serve`]: the future keeps what the socket
+/// uses while it lives, not the whole socket nor a second copy of the arguments.
 pub(crate) fn serve(
     socket: WebSocket,
     shared: Arc<Shared>,
     permit: ConnPermit,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let (sink, stream) = socket.split();
-    serve_split(sink, stream, shared, permit)
-}
-
-async fn serve_split(
-    sink: SplitSink<WebSocket, WsMessage>,
-    stream: SplitStream<WebSocket>,
-    shared: Arc<Shared>,
-    permit: ConnPermit,
-) {
     let id = connection::next_conn_id();
     let span = tracing::info_span!("hocuspocus", socket = id);
+    let (sink, stream) = socket.split();
+    let (outbox_tx, outbox_rx) = outbox::channel(shared.outbox_frames, shared.max_outbox_bytes);
+    let control = CloseSignal::default();
+    let epoch = Instant::now();
+    let last_heard = Arc::new(AtomicU64::new(0));
+    let keepalive_frame = Arc::new(OnceLock::new());
+    let mut writer = tokio::spawn(
+        connection::write_loop(
+            sink,
+            outbox_rx,
+            control.clone(),
+            WriterConfig {
+                epoch,
+                last_heard: last_heard.clone(),
+                ping_interval: shared.ping_interval,
+                write_timeout: shared.write_timeout,
+                keepalive: shared.keepalive,
+                keepalive_frame: keepalive_frame.clone(),
+            },
+        )
+        .instrument(span.clone()),
+    );
     async move {
-        let _permit = permit;
+        let _permit = &permit;
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
         metrics::gauge!(m::HOCUSPOCUS_CONNECTIONS).increment(1.0);
-        let (outbox_tx, outbox_rx) = outbox::channel(shared.outbox_frames, shared.max_outbox_bytes);
-        let control = CloseSignal::default();
-        let epoch = Instant::now();
-        let last_heard = Arc::new(AtomicU64::new(0));
-        let keepalive_frame = Arc::new(OnceLock::new());
-        let mut writer = tokio::spawn(
-            connection::write_loop(
-                sink,
-                outbox_rx,
-                control.clone(),
-                WriterConfig {
-                    epoch,
-                    last_heard: last_heard.clone(),
-                    ping_interval: shared.ping_interval,
-                    write_timeout: shared.write_timeout,
-                    keepalive: shared.keepalive,
-                    keepalive_frame: keepalive_frame.clone(),
-                },
-            )
-            .in_current_span(),
-        );
         let writer_finished = AtomicBool::new(false);
         {
             let writer_done = async {
                 let _ = (&mut writer).await;
                 writer_finished.store(true, Ordering::Relaxed);
-                tokio::time::sleep(CLOSE_GRACE).await;
+                Box::pin(tokio::time::sleep(CLOSE_GRACE)).await;
             };
             tokio::pin!(writer_done);
             // The socket's own policy: handshake deadline and the rate limits, which so count
@@ -327,7 +318,7 @@ async fn serve_split(
                 // A socket with no document has no room to close it on shutdown.
                 () = shared.shutdown.cancelled() => control.close(Close::GOING_AWAY),
             }
-            socket.detach_all().await;
+            Box::pin(socket.detach_all()).await;
         }
         drop(control);
         if !writer_finished.load(Ordering::Relaxed) {
@@ -341,7 +332,6 @@ async fn serve_split(
         debug!("disconnected");
     }
     .instrument(span)
-    .await;
 }
 
 fn count_in(kind: &'static str) {
@@ -389,8 +379,10 @@ impl Socket {
                 _ => 0,
             };
             let wait = policy.charge(1, len);
+            // Boxed, as the handling below: an idle socket's task then holds only what
+            // waiting for the next frame takes.
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                Box::pin(tokio::time::sleep(wait)).await;
             }
             let data = match frame {
                 Ok(WsMessage::Binary(data)) => data,
@@ -433,7 +425,7 @@ impl Socket {
             match decoded {
                 ProviderFrame::Pong => count_in("pong"),
                 ProviderFrame::Document { address, message } => {
-                    if let Err(close) = self.handle(address, message, data.len()).await {
+                    if let Err(close) = Box::pin(self.handle(address, message, data.len())).await {
                         info!(reason = close.reason, "closing connection");
                         self.control.close(close);
                         return;

@@ -139,11 +139,17 @@ async fn room_or_file(
         // an idle connection's memory; larger messages are still read, in more chunks.
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            let tracker = shared.tracker.clone();
-            tracker.track_future(connection::serve(
-                socket, room, options, shared, grant, permit,
-            ))
+        .on_upgrade({
+            // Boxed: axum's upgrade task keeps the callback's captures for the connection's
+            // whole life, after they are moved out, and the grant alone is over 100 bytes.
+            let session = Box::new((room, options, grant, permit));
+            move |socket| {
+                let (room, options, grant, permit) = *session;
+                let tracker = shared.tracker.clone();
+                tracker.track_future(connection::serve(
+                    socket, room, options, shared, grant, permit,
+                ))
+            }
         })
 }
 
