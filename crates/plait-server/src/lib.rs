@@ -70,7 +70,7 @@ pub use config::{Config, Durability, LogFormat};
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
     hub: hub::Hub,
-    room: config::RoomConfig,
+    room: Arc<config::RoomConfig>,
     limits: plait_protocol::Limits,
     outbox_frames: usize,
     max_outbox_bytes: usize,
@@ -191,7 +191,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         store,
         hub: hub::Hub::new(config.max_rooms),
-        room: config.room(),
+        room: Arc::new(config.room()),
         limits,
         outbox_frames: config.outbox_frames,
         max_outbox_bytes: config.max_outbox_bytes,

@@ -132,7 +132,8 @@ pub(crate) struct Room {
     /// When the last history snapshot was written (or the room loaded).
     last_history: Instant,
     /// The room's side of the cluster bus (`--redis`); `None` for a single process.
-    cluster: Option<cluster::Cluster>,
+    /// Boxed: most servers run without one, and every room would carry its 88 bytes.
+    cluster: Option<Box<cluster::Cluster>>,
     /// The room was deleted: the serve loop unloads it after the batch.
     deleted: bool,
 }
@@ -230,7 +231,7 @@ async fn load(
     n_members.store(0, Ordering::Relaxed);
     room.core.load(stored);
     room.core.load_values(stored_values);
-    room.cluster = bus_sub.map(cluster::Cluster::new);
+    room.cluster = bus_sub.map(|sub| Box::new(cluster::Cluster::new(sub)));
     room.bus_loaded();
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -266,7 +267,7 @@ impl Room {
         // Grown by bursts, released after them: a thousand quiet rooms should not each keep
         // room for MAX_BATCH commands.
         let mut batch = Vec::new();
-        let mut bus_rx = self.cluster.as_mut().and_then(cluster::Cluster::take_rx);
+        let mut bus_rx = self.cluster.as_mut().and_then(|c| c.take_rx());
         loop {
             // While a commit is under way, apply about one more full batch, no more: the
             // frames released together when it ends must fit in the members' outboxes

@@ -85,7 +85,8 @@ struct Transaction {
 
 /// See the module documentation.
 pub(crate) struct RoomCore {
-    pub(super) config: RoomConfig,
+    /// Shared by every room of the server: one copy, not one per room.
+    pub(super) config: Arc<RoomConfig>,
     /// This process's instance id: the replica id of the room's clock.
     pub(super) instance_id: u64,
     /// Whether the room is on a cluster bus: only then is anything queued in `outgoing`.
@@ -145,7 +146,7 @@ impl std::fmt::Debug for RoomCore {
 
 impl RoomCore {
     pub(super) fn new(
-        config: RoomConfig,
+        config: Arc<RoomConfig>,
         instance_id: u64,
         n_members: Arc<AtomicUsize>,
         clustered: bool,

@@ -121,7 +121,7 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
     config.max_uncommitted_bytes = 4_000;
     let strict = durability == Durability::Strict;
     let max_uncommitted = config.max_uncommitted_bytes;
-    let mut core = RoomCore::new(config, 7, Arc::new(AtomicUsize::new(0)), false);
+    let mut core = RoomCore::new(Arc::new(config), 7, Arc::new(AtomicUsize::new(0)), false);
     let mut now = Instant::now();
     let mut log: Vec<Bytes> = Vec::new();
     let mut writing: Option<Vec<Bytes>> = None;
@@ -458,7 +458,12 @@ fn updates_waiting_for_one_write_go_out_as_one_frame() {
     for durability in [Durability::Strict, Durability::RelaxedMayLoseRecentEdits] {
         let mut config = Config::defaults();
         config.durability = durability;
-        let mut core = RoomCore::new(config.room(), 7, Arc::new(AtomicUsize::new(0)), false);
+        let mut core = RoomCore::new(
+            Arc::new(config.room()),
+            7,
+            Arc::new(AtomicUsize::new(0)),
+            false,
+        );
         let mut clients = HashMap::new();
         for conn in 1..=3 {
             let (tx, rx) = outbox::channel(64, 1 << 20);
@@ -608,7 +613,7 @@ fn room_search() {
 #[test]
 fn a_big_document_compacts_after_half_its_size_not_every_few_mib() {
     const MIB: u64 = 1 << 20;
-    let config = Config::defaults().room();
+    let config = Arc::new(Config::defaults().room());
     let mut core = RoomCore::new(config, 7, Arc::new(AtomicUsize::new(0)), false);
     let mut due = |snapshot: u64, log_bytes: u64, log_updates: u64| {
         core.snapshot_bytes = snapshot as usize;
