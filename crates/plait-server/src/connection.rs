@@ -276,47 +276,15 @@ fn read_loop<'a>(
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
     async move {
         loop {
-            let frame = match policy.next_frame(&mut stream).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return,
-                Err(close) => {
-                    info!(reason = close.reason, "closing connection");
+            let data = match next_data(&mut stream, policy, epoch, last_heard, too_big).await {
+                Incoming::Data(data) => data,
+                Incoming::Ignored => continue,
+                Incoming::Ended => return,
+                Incoming::Failed(close) => {
                     control.close(close);
                     return;
                 }
             };
-            last_heard.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let len = match &frame {
-                Ok(WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b)) => b.len(),
-                Ok(WsMessage::Text(t)) => t.len(),
-                _ => 0,
-            };
-            let wait = policy.charge(1, len);
-            if !wait.is_zero() {
-                Box::pin(tokio::time::sleep(wait)).await;
-            }
-            let data = match frame {
-                Ok(WsMessage::Binary(data)) => data,
-                Ok(WsMessage::Close(_)) => return,
-                Ok(WsMessage::Text(_)) => {
-                    // Not part of the protocol; the reference server ignores it too.
-                    debug!("ignoring text frame");
-                    continue;
-                }
-                Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
-                Err(e) => {
-                    let close = if is_capacity_error(&e) {
-                        metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "too_big").increment(1);
-                        TOO_BIG
-                    } else {
-                        return;
-                    };
-                    info!(error = %e, "closing connection");
-                    control.close(close);
-                    return;
-                }
-            };
-            m::hot().bytes_in.increment(data.len() as u64);
             // A closing connection (kicked, refused, slow, expired) forwards nothing more: its
             // frames are read, so the peer's close reply completes the handshake, and dropped.
             if control.is_closed() {
@@ -389,6 +357,77 @@ pub(crate) fn is_capacity_error(e: &axum::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// What the reader got from the peer.
+pub(crate) enum Incoming {
+    /// A binary frame: a protocol message.
+    Data(Bytes),
+    /// A frame that carries no message (text, ping, pong): read on.
+    Ignored,
+    /// The peer closed or the stream ended: stop reading.
+    Ended,
+    /// The connection must close with this reason (logged here).
+    Failed(Close),
+}
+
+/// Reads the next frame from the peer, both endpoints' way: the handshake deadline, the time
+/// the peer was last heard from, the rate limits' pause, and the frames no protocol message is
+/// in. `too_big` counts a frame over the message limit. Not an `async fn`, so its arguments
+/// are not kept twice in the connection's task (see [`serve`]).
+#[allow(clippy::manual_async_fn)] // An async fn would keep its arguments twice.
+pub(crate) fn next_data<'a>(
+    stream: &'a mut SplitStream<WebSocket>,
+    policy: &'a mut ConnPolicy,
+    epoch: Instant,
+    last_heard: &'a AtomicU64,
+    too_big: fn(),
+) -> impl std::future::Future<Output = Incoming> + Send + 'a {
+    async move {
+        let frame = match policy.next_frame(stream).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Incoming::Ended,
+            Err(close) => {
+                info!(reason = close.reason, "closing connection");
+                return Incoming::Failed(close);
+            }
+        };
+        last_heard.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let len = match &frame {
+            Ok(WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b)) => b.len(),
+            Ok(WsMessage::Text(t)) => t.len(),
+            _ => 0,
+        };
+        let wait = policy.charge(1, len);
+        // Boxed: an idle connection's task then holds only what waiting for a frame takes.
+        if !wait.is_zero() {
+            Box::pin(tokio::time::sleep(wait)).await;
+        }
+        match frame {
+            Ok(WsMessage::Binary(data)) => {
+                m::hot().bytes_in.increment(data.len() as u64);
+                Incoming::Data(data)
+            }
+            Ok(WsMessage::Close(_)) => Incoming::Ended,
+            Ok(WsMessage::Text(_)) => {
+                // Not part of the protocol; the reference server ignores it too.
+                debug!("ignoring text frame");
+                Incoming::Ignored
+            }
+            Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => Incoming::Ignored,
+            Err(e) if is_capacity_error(&e) => {
+                too_big();
+                info!(error = %e, "closing connection");
+                Incoming::Failed(TOO_BIG)
+            }
+            Err(_) => Incoming::Ended,
+        }
+    }
+}
+
+/// Counts a y-websocket frame over the message limit.
+fn too_big() {
+    metrics::counter!(m::PROTOCOL_ERRORS, "reason" => "too_big").increment(1);
 }
 
 /// Decodes and validates every message of one frame into what the room needs, in order;

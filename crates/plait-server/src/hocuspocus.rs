@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
+use axum::extract::ws::WebSocket;
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::stream::SplitStream;
@@ -67,7 +67,7 @@ use crate::access::{Access, ConnPermit, ConnPolicy, Grant, SessionGuard};
 use crate::auth::{AuthError, Right};
 use crate::bus::Outgoing;
 use crate::conn::{Close, ConnId};
-use crate::connection::{self, WriterConfig, CLOSE_GRACE, TOO_BIG};
+use crate::connection::{self, Incoming, WriterConfig, CLOSE_GRACE};
 use crate::metrics as m;
 use crate::outbox::{self, CloseSignal, Outbox};
 use crate::room::{Confirm, Inbound, MemberLink, RoomCmd, RoomHandle};
@@ -338,6 +338,11 @@ fn count_in(kind: &'static str) {
     metrics::counter!(m::HOCUSPOCUS_MESSAGES_IN, "type" => kind).increment(1);
 }
 
+/// Counts a Hocuspocus frame over the message limit.
+fn too_big() {
+    protocol_error("too_big");
+}
+
 fn protocol_error(reason: &'static str) {
     metrics::counter!(m::PROTOCOL_ERRORS, "reason" => reason, "protocol" => "hocuspocus")
         .increment(1);
@@ -363,45 +368,16 @@ impl Socket {
     ) {
         let mut first = true;
         loop {
-            let frame = match policy.next_frame(&mut stream).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return,
-                Err(close) => {
-                    info!(reason = close.reason, "closing connection");
+            let next = connection::next_data(&mut stream, policy, epoch, last_heard, too_big);
+            let data = match next.await {
+                Incoming::Data(data) => data,
+                Incoming::Ignored => continue,
+                Incoming::Ended => return,
+                Incoming::Failed(close) => {
                     self.control.close(close);
                     return;
                 }
             };
-            last_heard.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-            let len = match &frame {
-                Ok(WsMessage::Binary(b) | WsMessage::Ping(b) | WsMessage::Pong(b)) => b.len(),
-                Ok(WsMessage::Text(t)) => t.len(),
-                _ => 0,
-            };
-            let wait = policy.charge(1, len);
-            // Boxed, as the handling below: an idle socket's task then holds only what
-            // waiting for the next frame takes.
-            if !wait.is_zero() {
-                Box::pin(tokio::time::sleep(wait)).await;
-            }
-            let data = match frame {
-                Ok(WsMessage::Binary(data)) => data,
-                Ok(WsMessage::Close(_)) => return,
-                Ok(WsMessage::Text(_)) => {
-                    debug!("ignoring text frame");
-                    continue;
-                }
-                Ok(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
-                Err(e) => {
-                    if connection::is_capacity_error(&e) {
-                        protocol_error("too_big");
-                        info!(error = %e, "closing connection");
-                        self.control.close(TOO_BIG);
-                    }
-                    return;
-                }
-            };
-            m::hot().bytes_in.increment(data.len() as u64);
             // A closing socket forwards nothing more; its frames are read so the peer's
             // close reply completes the handshake.
             if self.control.is_closed() {
