@@ -123,14 +123,12 @@ pub(crate) fn serve(
             sink,
             outbox_rx,
             control_tx.clone(),
-            WriterConfig {
+            WriterConfig::new(
+                &shared,
                 epoch,
-                last_heard: last_heard.clone(),
-                ping_interval: shared.ping_interval,
-                write_timeout: shared.write_timeout,
-                keepalive: shared.keepalive,
-                keepalive_frame: Arc::new(OnceLock::from(Bytes::from_static(KEEPALIVE))),
-            },
+                last_heard.clone(),
+                Arc::new(OnceLock::from(Bytes::from_static(KEEPALIVE))),
+            ),
         )
         .instrument(span.clone()),
     );
@@ -514,6 +512,23 @@ pub(crate) struct WriterConfig {
 }
 
 impl WriterConfig {
+    /// The server's write settings, with the connection's clock and keepalive message.
+    pub(crate) fn new(
+        shared: &Shared,
+        epoch: Instant,
+        last_heard: Arc<AtomicU64>,
+        keepalive_frame: Arc<OnceLock<Bytes>>,
+    ) -> Self {
+        WriterConfig {
+            epoch,
+            last_heard,
+            ping_interval: shared.ping_interval,
+            write_timeout: shared.write_timeout,
+            keepalive: shared.keepalive,
+            keepalive_frame,
+        }
+    }
+
     /// When a write of `bytes` bytes starting now must have finished.
     fn deadline(&self, bytes: usize) -> tokio::time::Instant {
         let allowance = Duration::from_secs_f64(bytes as f64 / MIN_WRITE_BYTES_PER_SEC as f64);

@@ -267,14 +267,7 @@ pub(crate) fn serve(
             sink,
             outbox_rx,
             control.clone(),
-            WriterConfig {
-                epoch,
-                last_heard: last_heard.clone(),
-                ping_interval: shared.ping_interval,
-                write_timeout: shared.write_timeout,
-                keepalive: shared.keepalive,
-                keepalive_frame: keepalive_frame.clone(),
-            },
+            WriterConfig::new(&shared, epoch, last_heard.clone(), keepalive_frame.clone()),
         )
         .instrument(span.clone()),
     );
