@@ -612,7 +612,8 @@ pub(crate) fn write_loop(
                         let bytes = outbox.charged(&frames);
                         // Boxed, as every write below: an idle connection's task then holds only
                         // what waiting takes, not the largest write's state.
-                        if let Err(failed) = Box::pin(write_frames(&mut sink, frames, &config)).await {
+                        let write = Box::pin(write_frames(&mut sink, frames, &config));
+                        if let Err(failed) = write.await {
                             break failed;
                         }
                         outbox.written(bytes);
@@ -629,7 +630,8 @@ pub(crate) fn write_loop(
                         Some(DEAD_PEER)
                     } else {
                         let ping = sink.send(WsMessage::Ping(Bytes::new()));
-                        if let Err(failed) = Box::pin(write_within(config.deadline(0), ping)).await {
+                        let write = Box::pin(write_within(config.deadline(0), ping));
+                        if let Err(failed) = write.await {
                             break failed;
                         }
                         continue;
@@ -639,7 +641,8 @@ pub(crate) fn write_loop(
                     if let Some(frame) = config.keepalive_frame.get() {
                         let deadline = config.deadline(frame.len());
                         let frame = WsMessage::Binary(frame.clone());
-                        if let Err(failed) = Box::pin(write_within(deadline, sink.send(frame))).await {
+                        let write = Box::pin(write_within(deadline, sink.send(frame)));
+                        if let Err(failed) = write.await {
                             break failed;
                         }
                     }

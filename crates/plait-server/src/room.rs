@@ -176,11 +176,10 @@ fn run(
     name: Arc<str>,
     id: u64,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<RoomCmd>,
+    mut rx: mpsc::Receiver<RoomCmd>,
     n_members: Arc<AtomicUsize>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let mut rx = rx;
         let Some(mut room) = Box::pin(load(name, id, shared, &mut rx, n_members)).await else {
             return;
         };
