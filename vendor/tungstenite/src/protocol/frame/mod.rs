@@ -17,9 +17,13 @@ use crate::{
     protocol::frame::mask::apply_mask,
     Message,
 };
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use log::*;
-use std::io::{self, Cursor, Error as IoError, ErrorKind as IoErrorKind, Read, Write};
+use std::{
+    collections::VecDeque,
+    io::{self, Cursor, Error as IoError, ErrorKind as IoErrorKind, Read, Write},
+    mem,
+};
 
 /// Read buffer size used for `FrameSocket`.
 const READ_BUF_LEN: usize = 128 * 1024;
@@ -113,6 +117,14 @@ pub(super) struct FrameCodec {
     /// what is left to the front, and a large frame written in many small pieces was moved
     /// once per piece.
     out_written: usize,
+    /// Bytes to write before `out_buffer`'s: the buffer as it stood when a large unmasked
+    /// payload came, then that payload, as it came. A payload of [`LARGE_PAYLOAD`] or more is
+    /// not copied into `out_buffer`: the copy doubled the memory a large frame takes while it
+    /// is sent (a 52 MB document's sync step 2 held 104 MB), and a frame sent to many
+    /// connections shares one payload.
+    out_queue: VecDeque<Bytes>,
+    /// The bytes in `out_queue`.
+    out_queued: usize,
     /// Capacity limit for `out_buffer`.
     max_out_buffer_len: usize,
     /// Buffer target length to reach before writing to the stream
@@ -133,6 +145,8 @@ impl FrameCodec {
             in_buf_max_read: in_buf_len.max(FrameHeader::MAX_SIZE),
             out_buffer: <_>::default(),
             out_written: 0,
+            out_queue: VecDeque::new(),
+            out_queued: 0,
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
@@ -148,6 +162,8 @@ impl FrameCodec {
             in_buf_max_read: min_in_buf_len.max(FrameHeader::MAX_SIZE),
             out_buffer: <_>::default(),
             out_written: 0,
+            out_queue: VecDeque::new(),
+            out_queued: 0,
             max_out_buffer_len: usize::MAX,
             out_buffer_write_len: 0,
             header: None,
@@ -269,8 +285,19 @@ impl FrameCodec {
             self.out_buffer.drain(..self.out_written);
             self.out_written = 0;
         }
-        self.out_buffer.reserve(frame.len());
-        frame.format_into_buf(&mut self.out_buffer).expect("Bug: can't write to vector");
+        if frame.header().mask.is_none() && frame.payload().len() >= LARGE_PAYLOAD {
+            let header = frame.header().clone();
+            let payload = frame.into_payload();
+            header.format(payload.len() as u64, &mut self.out_buffer)?;
+            let written = mem::take(&mut self.out_written);
+            let before = Bytes::from(mem::take(&mut self.out_buffer)).slice(written..);
+            self.out_queued += before.len() + payload.len();
+            self.out_queue.push_back(before);
+            self.out_queue.push_back(payload);
+        } else {
+            self.out_buffer.reserve(frame.len());
+            frame.format_into_buf(&mut self.out_buffer).expect("Bug: can't write to vector");
+        }
 
         if self.out_pending() > self.out_buffer_write_len {
             self.write_out_buffer(stream)
@@ -286,6 +313,23 @@ impl FrameCodec {
     where
         Stream: Write,
     {
+        while let Some(front) = self.out_queue.front_mut() {
+            if !front.is_empty() {
+                let len = stream.write(front)?;
+                if len == 0 {
+                    return Err(IoError::new(
+                        IoErrorKind::ConnectionReset,
+                        "Connection reset while sending",
+                    )
+                    .into());
+                }
+                front.advance(len);
+                self.out_queued -= len;
+            }
+            if front.is_empty() {
+                self.out_queue.pop_front();
+            }
+        }
         while self.out_written < self.out_buffer.len() {
             let len = stream.write(&self.out_buffer[self.out_written..])?;
             if len == 0 {
@@ -312,13 +356,17 @@ impl FrameCodec {
 
     /// Bytes buffered and not yet written to the stream.
     fn out_pending(&self) -> usize {
-        self.out_buffer.len() - self.out_written
+        self.out_queued + self.out_buffer.len() - self.out_written
     }
 }
 
 /// The capacity an empty write buffer may keep, when the configured write buffer size is
 /// smaller.
 const OUT_BUFFER_KEEP: usize = 128 * 1024;
+
+/// The size from which an unmasked payload is written from where it is, not copied into the
+/// write buffer. Smaller frames are copied, so that many of them go out in one write.
+const LARGE_PAYLOAD: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -467,5 +515,47 @@ mod tests {
             "the empty write buffer keeps {} bytes",
             codec.out_buffer.capacity()
         );
+    }
+
+    /// A large unmasked payload is written from where it is, not copied into the write
+    /// buffer, and frames before and after it, small and large, masked or not, come out whole
+    /// and in order through a stream that takes a little at a time.
+    #[test]
+    fn a_large_unmasked_payload_is_not_copied_into_the_write_buffer() {
+        let binary = super::coding::OpCode::Data(super::coding::Data::Binary);
+        let big = bytes::Bytes::from((0..4_000_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let big_frame = || Frame::message(big.clone(), binary, true);
+        let masked_big_frame = || {
+            let mut f = Frame::message(big.slice(..300_000), binary, true);
+            f.header_mut().mask = Some([1, 2, 3, 4]);
+            f
+        };
+        let small_frame = |n: u8| Frame::ping(vec![n; 3]);
+        let mut codec = super::FrameCodec::new(4096);
+        let mut refusing = Trickle { written: Vec::new(), chunk: 0, refuse_next: true };
+        codec.set_out_buffer_write_len(usize::MAX);
+        codec.buffer_frame(&mut refusing, small_frame(1)).unwrap();
+        codec.buffer_frame(&mut refusing, big_frame()).unwrap();
+        assert!(
+            codec.out_buffer.capacity() < super::LARGE_PAYLOAD,
+            "the write buffer grew to {} bytes for a 4 MB payload",
+            codec.out_buffer.capacity()
+        );
+        codec.set_out_buffer_write_len(0);
+        let frames = [small_frame(2), big_frame(), big_frame(), masked_big_frame(), small_frame(3)];
+        let mut expected = encoded(small_frame(1));
+        expected.extend(encoded(big_frame()));
+        let mut stream = Trickle { written: Vec::new(), chunk: 100_000, refuse_next: false };
+        for frame in frames {
+            expected.extend(encoded(frame.clone()));
+            match codec.buffer_frame(&mut stream, frame) {
+                Ok(()) => {}
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        drain(&mut codec, &mut stream);
+        assert_eq!(codec.out_pending(), 0);
+        assert!(stream.written == expected, "the bytes written differ from the frames");
     }
 }
