@@ -88,6 +88,15 @@ impl EncoderV1 {
         }
     }
 
+    /// An encoder whose buffer holds `capacity` bytes before it grows. Encoding a large
+    /// document into [`EncoderV1::new`]'s buffer grows it by doubling, and the last doubling
+    /// can leave twice the encoding allocated.
+    pub fn with_capacity(capacity: usize) -> Self {
+        EncoderV1 {
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+
     fn write_id(&mut self, id: &ID) {
         self.write_var(id.client.get());
         self.write_var(id.clock)
