@@ -25,7 +25,7 @@ use plait_crdt::{encode_state, Hlc, ReplicaId, SystemClock, Value, Values, PLAIT
 use plait_protocol::awareness::encode_entries;
 use plait_protocol::message::{
     encode_awareness, encode_custom, encode_permission_denied, encode_sync_step1,
-    encode_sync_step2, encode_update,
+    encode_sync_step2_owned, encode_update,
 };
 use plait_protocol::AwarenessEntry;
 use plait_store::{Snapshot, SnapshotKind, StoredRoom};
@@ -624,7 +624,7 @@ impl RoomCore {
 
     pub(super) fn answer_sync_step1(&mut self, conn: ConnId, sv: &StateVector) {
         let diff = self.doc.transact().encode_state_as_update_v1(sv);
-        self.send(conn, encode_sync_step2(&diff));
+        self.send(conn, encode_sync_step2_owned(diff));
     }
 
     /// Whether the log should be merged into a snapshot now. A snapshot re-encodes the whole
