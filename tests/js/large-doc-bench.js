@@ -5,8 +5,10 @@
 // A y-websocket 3.x client builds the document from ten 5 MiB pastes (each one live update,
 // timed from the insert to its arrival at a second client); then a fresh client's sync
 // (connect to `synced`, the server's step 2 of the whole document); then a cold load (plait
-// restarted on the same store, a fresh client's connect to `synced`). The server's peak RSS
-// (VmHWM in /proc/PID/status) is printed after each phase.
+// restarted on the same store, a fresh client's connect to `synced`, a second fresh client's,
+// then one more live 5 MiB paste from the first to the second). The server's peak RSS (VmHWM in
+// /proc/PID/status) is printed after each phase; the cold phase's is what issue 17 bounds
+// (3× the document's encoded size).
 //
 // With REFERENCE=path/to/y-websocket/bin/server.js (bench/reference after `npm ci` there) the
 // same runs against the Node reference server instead, in memory: no restart, no cold load.
@@ -96,6 +98,18 @@ const cold = makeProvider(t, server, room, { version: 'v3' })
 await waitSynced(cold, { timeout: 120000 })
 console.log(`cold load, connect to synced (load from SQLite, then step 2): ${ms(t0)}; ${peak(server)}`)
 if (cold.doc.getText('text').length !== PASTES * paste.length) throw new Error('cold client incomplete')
+t0 = performance.now()
+const coldPeer = makeProvider(t, server, room, { version: 'v3' })
+await waitSynced(coldPeer, { timeout: 120000 })
+console.log(`second fresh client, connect to synced: ${ms(t0)}; ${peak(server)}`)
+t0 = performance.now()
+const text = cold.doc.getText('text')
+const want = text.length + paste.length
+text.insert(text.length, paste)
+await waitFor(() => coldPeer.doc.getText('text').length === want, { timeout: 120000, interval: 5, message: 'paste after the cold load' })
+console.log(`live 5 MiB update after the cold load, insert to arrival at a peer: ${ms(t0)}; ${peak(server)}`)
+console.log(`cold phase peak: ${peak(server).split(',')[0]} against 3 × ${(docBytes / 1e6).toFixed(1)} MB = ${(3 * docBytes / MIB).toFixed(0)} MiB`)
 cold.destroy()
+coldPeer.destroy()
 for (const fn of cleanups.reverse()) await fn()
 process.exit(0)
