@@ -258,8 +258,8 @@ pub fn encode_sync_step2_owned(mut update: Vec<u8>) -> Bytes {
     write_var(&mut header, 1);
     write_var(&mut header, update.len() as u64);
     let len = update.len();
-    // Exact: a doubling would map twice the document. A buffer this large, when it must
-    // grow, is remapped by the allocator rather than copied.
+    // Exact, not amortized: the frame keeps the whole buffer. A buffer this large, when it
+    // must grow, is remapped by the allocator rather than copied.
     update.reserve_exact(header.len());
     update.resize(len + header.len(), 0);
     update.copy_within(..len, header.len());
