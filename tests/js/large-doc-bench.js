@@ -8,14 +8,15 @@
 // restarted on the same store, a fresh client's connect to `synced`, a second fresh client's,
 // then one more live 5 MiB paste from the first to the second). The server's peak RSS (VmHWM in
 // /proc/PID/status) is printed after each phase; the cold phase's is what issue 17 bounds
-// (3× the document's encoded size).
+// (3× the document's encoded size). Last, a Hocuspocus provider (v3) syncs the same document.
 //
 // With REFERENCE=path/to/y-websocket/bin/server.js (bench/reference after `npm ci` there) the
 // same runs against the Node reference server instead, in memory: no restart, no cold load.
 import fs from 'node:fs'
 import net from 'node:net'
 import { spawn } from 'node:child_process'
-import { startServer, makeProvider, waitSynced, waitFor, uniqueRoom } from './support.js'
+import { startServer, makeProvider, waitSynced, waitFor, uniqueRoom, Y, WebSocket } from './support.js'
+import * as hocusV3 from 'hocuspocus-provider-v3'
 
 const REFERENCE = process.env.REFERENCE
 
@@ -111,5 +112,17 @@ console.log(`live 5 MiB update after the cold load, insert to arrival at a peer:
 console.log(`cold phase peak: ${peak(server).split(',')[0]} against 3 × ${(docBytes / 1e6).toFixed(1)} MB = ${(3 * docBytes / MIB).toFixed(0)} MiB`)
 cold.destroy()
 coldPeer.destroy()
+
+// A Hocuspocus provider (Tiptap's) on the same document: its step 2 is re-framed for the
+// provider (the document's name before each message).
+t0 = performance.now()
+const socket = new hocusV3.HocuspocusProviderWebsocket({ url: `${server.url}/hocuspocus`, WebSocketPolyfill: WebSocket })
+const hocus = new hocusV3.HocuspocusProvider({ websocketProvider: socket, name: room, document: new Y.Doc() })
+if (typeof hocus.attach === 'function' && !hocus._isAttached) hocus.attach()
+await waitFor(() => hocus.synced, { timeout: 120000, interval: 5, message: 'Hocuspocus provider synced' })
+console.log(`Hocuspocus provider, connect to synced: ${ms(t0)}; ${peak(server)}`)
+if (hocus.document.getText('text').length !== want) throw new Error('Hocuspocus provider incomplete')
+hocus.destroy()
+socket.destroy()
 for (const fn of cleanups.reverse()) await fn()
 process.exit(0)

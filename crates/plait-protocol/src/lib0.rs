@@ -124,6 +124,20 @@ pub fn write_var(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
+/// `header` then `body`, in `body`'s own buffer: the body moves up by the header's length
+/// instead of being copied into a new buffer, so a large message is not held twice while it
+/// is framed.
+pub fn prefixed(header: &[u8], mut body: Vec<u8>) -> bytes::Bytes {
+    let len = body.len();
+    // Exact, not amortized: the message keeps the whole buffer. A buffer this large, when it
+    // must grow, is remapped by the allocator rather than copied.
+    body.reserve_exact(header.len());
+    body.resize(len + header.len(), 0);
+    body.copy_within(..len, header.len());
+    body[..header.len()].copy_from_slice(header);
+    body.into()
+}
+
 /// Appends a `varUint8Array`.
 pub fn write_buf(out: &mut Vec<u8>, bytes: &[u8]) {
     write_var(out, bytes.len() as u64);

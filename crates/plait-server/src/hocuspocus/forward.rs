@@ -22,19 +22,34 @@ pub(super) fn address_prefix(address: &str) -> Bytes {
 
 /// The Hocuspocus frame for one frame the room queued for a document; `None` for what has no
 /// counterpart (nothing the room sends a member with `values: false`, in practice).
-fn translate(frame: &[u8], address: &str, prefix: &[u8]) -> Option<Bytes> {
-    match frame {
+fn translate(frame: Bytes, address: &str, prefix: &[u8]) -> Option<Bytes> {
+    match &frame[..] {
         [STORED_MARKER_TAG] => Some(hp::encode_sync_status(address, true)),
         // y-websocket permission denied: an update the room refused (document size limit).
         [2, 0, ..] => Some(hp::encode_sync_status(address, false)),
-        [0 | 1 | 3, ..] => {
-            let mut out = Vec::with_capacity(prefix.len() + frame.len());
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(frame);
-            Some(out.into())
-        }
+        [0 | 1 | 3, ..] => Some(match frame.try_into_mut() {
+            // This member's own frame (a sync step 2 of the whole document, say) is framed in
+            // its own buffer rather than held twice; a frame shared with other members (a
+            // broadcast) is copied.
+            Ok(own) if own.len() >= IN_PLACE_FROM => {
+                plait_protocol::lib0::prefixed(prefix, own.into())
+            }
+            Ok(own) => concat(prefix, &own),
+            Err(shared) => concat(prefix, &shared),
+        }),
         _ => None,
     }
+}
+
+/// The size from which a frame of this member's own is re-framed in place: below it, copying
+/// costs less than the conversions.
+const IN_PLACE_FROM: usize = 64 * 1024;
+
+fn concat(prefix: &[u8], frame: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(prefix.len() + frame.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(frame);
+    out.into()
 }
 
 pub(super) struct Forwarder {
@@ -80,8 +95,9 @@ pub(super) async fn forward(mut f: Forwarder) {
                 }
                 let bytes = f.rx.charged(&batch);
                 for frame in batch.drain(..) {
-                    let Some(out) = translate(&frame, &f.address, &f.prefix) else {
-                        debug!(tag = frame.first().copied(), "no Hocuspocus counterpart; dropped");
+                    let tag = frame.first().copied();
+                    let Some(out) = translate(frame, &f.address, &f.prefix) else {
+                        debug!(tag, "no Hocuspocus counterpart; dropped");
                         continue;
                     };
                     match f.socket.try_send(out) {
@@ -110,30 +126,60 @@ mod tests {
         let prefix = address_prefix(address);
         // Sync, awareness: the y-websocket message after the address, as the codec reads it.
         let update = message::encode_update(&[0, 0]);
-        let out = translate(&update, address, &prefix).unwrap();
+        let out = translate(update, address, &prefix).unwrap();
         assert_eq!(out, hp::encode_update(address, &[0, 0]));
         let aw = message::encode_awareness(&[0]);
-        let out = translate(&aw, address, &prefix).unwrap();
+        let out = translate(aw, address, &prefix).unwrap();
         assert_eq!(out, hp::encode_awareness(address, &[0]));
         let step1 = message::encode_sync_step1(&[0]);
         assert_eq!(
-            translate(&step1, address, &prefix).unwrap(),
+            translate(step1, address, &prefix).unwrap(),
             hp::encode_sync_step1(address, &[0])
         );
         // The stored marker and a refusal become sync statuses; nothing else passes.
         assert_eq!(
-            translate(&crate::conn::stored_marker(), address, &prefix).unwrap(),
+            translate(crate::conn::stored_marker(), address, &prefix).unwrap(),
             hp::encode_sync_status(address, true)
         );
         assert_eq!(
             translate(
-                &message::encode_permission_denied("document size limit reached"),
+                message::encode_permission_denied("document size limit reached"),
                 address,
                 &prefix
             )
             .unwrap(),
             hp::encode_sync_status(address, false)
         );
-        assert_eq!(translate(&[100, 1, 0], address, &prefix), None);
+        assert_eq!(
+            translate(Bytes::from_static(&[100, 1, 0]), address, &prefix),
+            None
+        );
+    }
+
+    /// A large frame of this member's own (its sync step 2) is re-framed in its own buffer;
+    /// one shared with other members is copied, and both come out as the codec frames them.
+    #[test]
+    fn a_large_frame_of_the_members_own_is_reframed_in_place() {
+        let address = "notes\0s1";
+        let prefix = address_prefix(address);
+        let update: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        // Room for the address in the buffer, so that the pointer tells a copy from none.
+        let mut own = Vec::with_capacity(update.len() + 64);
+        own.extend_from_slice(&message::encode_sync_step2(&update));
+        let step2 = Bytes::from(own);
+        let at = step2.as_ptr();
+        let out = translate(step2, address, &prefix).unwrap();
+        assert_eq!(out, hp::encode_sync_step2(address, &update));
+        assert_eq!(out.as_ptr(), at, "the member's own step 2 was copied");
+
+        let broadcast = message::encode_update(&update);
+        let kept = broadcast.clone();
+        let out = translate(broadcast, address, &prefix).unwrap();
+        assert_eq!(out, hp::encode_update(address, &update));
+        assert_eq!(
+            kept,
+            message::encode_update(&update),
+            "the shared frame changed"
+        );
     }
 }
