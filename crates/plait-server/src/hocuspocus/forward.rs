@@ -27,22 +27,20 @@ fn translate(frame: Bytes, address: &str, prefix: &[u8]) -> Option<Bytes> {
         [STORED_MARKER_TAG] => Some(hp::encode_sync_status(address, true)),
         // y-websocket permission denied: an update the room refused (document size limit).
         [2, 0, ..] => Some(hp::encode_sync_status(address, false)),
+        [0 | 1 | 3, ..] if frame.len() < IN_PLACE_FROM => Some(concat(prefix, &frame)),
+        // A large frame of this member's own (a sync step 2 of the whole document, say) is
+        // framed in its own buffer rather than held twice; one shared with other members (a
+        // broadcast) is copied.
         [0 | 1 | 3, ..] => Some(match frame.try_into_mut() {
-            // This member's own frame (a sync step 2 of the whole document, say) is framed in
-            // its own buffer rather than held twice; a frame shared with other members (a
-            // broadcast) is copied.
-            Ok(own) if own.len() >= IN_PLACE_FROM => {
-                plait_protocol::lib0::prefixed(prefix, own.into())
-            }
-            Ok(own) => concat(prefix, &own),
+            Ok(own) => plait_protocol::lib0::prefixed(prefix, own.into()),
             Err(shared) => concat(prefix, &shared),
         }),
         _ => None,
     }
 }
 
-/// The size from which a frame of this member's own is re-framed in place: below it, copying
-/// costs less than the conversions.
+/// The size from which a frame is re-framed in place when it is this member's own: below it,
+/// copying costs less than asking.
 const IN_PLACE_FROM: usize = 64 * 1024;
 
 fn concat(prefix: &[u8], frame: &[u8]) -> Bytes {

@@ -541,6 +541,11 @@ mod tests {
             "the write buffer grew to {} bytes for a 4 MB payload",
             codec.out_buffer.capacity()
         );
+        assert_eq!(
+            codec.out_queue.back().map(|queued| queued.as_ptr()),
+            Some(big.as_ptr()),
+            "the queued payload is not the message's own bytes"
+        );
         codec.set_out_buffer_write_len(0);
         let frames = [small_frame(2), big_frame(), big_frame(), masked_big_frame(), small_frame(3)];
         let mut expected = encoded(small_frame(1));
