@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::awareness::AwarenessUpdate;
-use crate::lib0::{var_len, write_buf, write_str, write_var, Reader};
+use crate::lib0::{var_len, write_str, write_var, Reader};
 use crate::{validate, Error};
 
 /// Message type 0: document sync.
@@ -230,13 +230,20 @@ fn decode_at(frame: &Bytes, start: usize, limits: &Limits) -> Result<(Message, u
 }
 
 fn framed(tag: u64, sub: Option<u64>, payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(2 + var_len(payload.len() as u64) + payload.len());
+    let mut out = header(tag, sub, payload.len(), payload.len());
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// `tag`, `sub` and the length prefix of a payload of `len` bytes, with room for `extra` more.
+fn header(tag: u64, sub: Option<u64>, len: usize, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + var_len(len as u64) + extra);
     write_var(&mut out, tag);
     if let Some(sub) = sub {
         write_var(&mut out, sub);
     }
-    write_buf(&mut out, payload);
-    Bytes::from(out)
+    write_var(&mut out, len as u64);
+    out
 }
 
 /// `[0, 0, sv]`: sync step 1 carrying an encoded state vector.
@@ -253,11 +260,7 @@ pub fn encode_sync_step2(update: &[u8]) -> Bytes {
 /// bytes instead of being copied into a new buffer. A 52 MB document's step 2 took 104 MB
 /// while the copy was made.
 pub fn encode_sync_step2_owned(update: Vec<u8>) -> Bytes {
-    let mut header = Vec::with_capacity(12);
-    write_var(&mut header, MESSAGE_SYNC);
-    write_var(&mut header, 1);
-    write_var(&mut header, update.len() as u64);
-    crate::lib0::prefixed(&header, update)
+    crate::lib0::prefixed(&header(MESSAGE_SYNC, Some(1), update.len(), 0), update)
 }
 
 /// `[0, 2, update]`: an incremental update.
