@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::Error;
 
 /// Appends gathered into one transaction at most.
-pub(crate) const MAX_GROUP: usize = 256;
+const MAX_GROUP: usize = 256;
 /// Bytes of updates gathered into one transaction at most (one append may be larger). A group
 /// is one statement on PostgreSQL, whose parameters are each limited to 1 GB, and a group that
 /// failed for its size would fail again on every retry.

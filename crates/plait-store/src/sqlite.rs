@@ -125,15 +125,11 @@ impl SqliteStore {
                 SyncMode::Normal => SqliteSynchronous::Normal,
             })
             .busy_timeout(BUSY_TIMEOUT);
-        // A group's upsert returns a row per room: with sqlx's default of 50 rows in flight,
-        // the SQLite thread stopped mid-statement, inside the group's transaction, until the
-        // group task took rows from it whenever a group held more than 50 rooms.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(
                 options
                     .clone()
-                    .row_buffer_size(crate::group::MAX_GROUP)
                     .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string()),
             )
             .await?;
