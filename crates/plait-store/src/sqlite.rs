@@ -29,7 +29,8 @@ const READ_CONNECTIONS: u32 = 4;
 /// 1,000). The copy runs inside the commit that crosses the mark, and it copies each page once
 /// however many times the WAL holds it: with many rooms writing, each room's last page is
 /// rewritten by every group, so a longer WAL copies fewer pages per commit and stalls commits
-/// less often. The WAL file then stays about 40 MB (reused after each copy) instead of 4.
+/// less often. The WAL file then stays about 40 MB, reused after each copy (41.7 MB at its
+/// largest in a strict 100-room run, against 8.2 MB with the default).
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// Rows per multi-row INSERT (SQLite allows 32,766 bound parameters; 4 per row).
