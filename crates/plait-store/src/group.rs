@@ -32,7 +32,9 @@ pub(crate) struct AppendRequest {
 /// processes committing groups into one PostgreSQL never deadlock on each other.
 #[async_trait]
 pub(crate) trait GroupWriter: Send + Sync + 'static {
-    async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error>;
+    /// `&mut self`: the group-commit task is the only caller, so a writer may keep a
+    /// connection of its own.
+    async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error>;
 }
 
 /// A group laid out for one multi-room statement per step: each room once, with the number of
@@ -131,7 +133,11 @@ impl GroupCommit {
     }
 }
 
-async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>, max_bytes: usize) {
+async fn run(
+    mut writer: impl GroupWriter,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    max_bytes: usize,
+) {
     let mut received = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut received, MAX_GROUP).await > 0 {
         // A room that stopped waiting (its commit timed out while the store was stuck) will
@@ -153,12 +159,12 @@ async fn run(writer: impl GroupWriter, mut rx: mpsc::Receiver<AppendRequest>, ma
             // Lock order: by room name; the stable sort keeps one room's appends in arrival
             // order.
             group.sort_by(|a, b| a.room.cmp(&b.room));
-            commit(&writer, group).await;
+            commit(&mut writer, group).await;
         }
     }
 }
 
-async fn commit(writer: &impl GroupWriter, group: Vec<AppendRequest>) {
+async fn commit(writer: &mut impl GroupWriter, group: Vec<AppendRequest>) {
     let refs: Vec<&AppendRequest> = group.iter().collect();
     match writer.commit_group(&refs).await {
         Ok(seqs) => {
@@ -253,7 +259,7 @@ mod tests {
 
     #[async_trait]
     impl GroupWriter for Arc<Recorder> {
-        async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+        async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
             if !self.first.swap(true, std::sync::atomic::Ordering::SeqCst) {
                 self.release.notified().await;
             }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Row};
 
 use crate::group::{AppendRequest, GroupCommit, GroupWriter, Layout};
 use crate::rows::{self, to_u64};
@@ -29,21 +29,25 @@ pub struct PgStore {
     appends: GroupCommit,
 }
 
-/// Commits groups through the pool.
+/// Commits groups through a connection of its own, outside the pool.
 #[derive(Debug)]
-struct PgGroupWriter(PgPool);
+struct PgGroupWriter {
+    options: PgConnectOptions,
+    /// Opened at the first group and again after a failed one. Nothing else uses it, so it is
+    /// never inside someone else's transaction and its statement commits on its own; a pooled
+    /// connection cost a `BEGIN`, a `COMMIT` and the pool's ping on every return, each a round
+    /// trip.
+    conn: Option<PgConnection>,
+}
 
 #[async_trait]
 impl GroupWriter for PgGroupWriter {
-    /// One group, one statement whatever the number of rooms: the rooms' upsert bumps each
-    /// room's last seq, locking the rooms' rows in the group's order (by name) until commit,
-    /// so concurrent appenders to one room, in this process or another, get consecutive
-    /// ranges; the updates take their seqs from the upsert's new last seqs. The statement runs
-    /// in an explicit transaction all the same: on a pooled connection that a cancelled load
-    /// left inside its transaction, a bare statement would join that transaction and stay
-    /// uncommitted (`an_abandoned_load_leaves_no_open_transaction` caught it), while `COMMIT`
-    /// ends it.
-    async fn commit_group(&self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+    /// One group, one statement whatever the number of rooms, committed on its own: the
+    /// rooms' upsert bumps each room's last seq, locking the rooms' rows in the group's order
+    /// (by name) until commit, so concurrent appenders to one room, in this process or
+    /// another, get consecutive ranges; the updates take their seqs from the upsert's new last
+    /// seqs.
+    async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
         let layout = Layout::new(group);
         let (rooms, added): (Vec<&str>, Vec<i64>) = layout.rooms().unzip();
         let mut update_rooms = Vec::new();
@@ -54,8 +58,16 @@ impl GroupWriter for PgGroupWriter {
             below.push(distance);
             data.push(bytes.as_ref());
         }
-        let mut tx = self.0.begin().await?;
-        let lasts: HashMap<String, i64> = sqlx::query(
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let opened = tokio::time::timeout(ACQUIRE_TIMEOUT, self.options.connect())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+                self.conn.insert(opened)
+            }
+        };
+        let written = sqlx::query(
             "WITH bumped AS ( \
                  INSERT INTO rooms (name, last_seq, updated_at_ms) \
                  SELECT name, added, $3 FROM UNNEST($1::TEXT[], $2::BIGINT[]) \
@@ -77,12 +89,20 @@ impl GroupWriter for PgGroupWriter {
         .bind(&update_rooms)
         .bind(&below)
         .bind(&data)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| (row.get("name"), row.get("last_seq")))
-        .collect();
-        tx.commit().await?;
+        .fetch_all(&mut *conn)
+        .await;
+        let lasts: HashMap<String, i64> = match written {
+            Ok(rows) => rows
+                .iter()
+                .map(|row| (row.get("name"), row.get("last_seq")))
+                .collect(),
+            Err(e) => {
+                // The connection may be what failed (the server restarted): the next group
+                // opens another.
+                self.conn = None;
+                return Err(e.into());
+            }
+        };
         layout.request_seqs(|room| lasts.get(room).copied())
     }
 }
@@ -111,7 +131,10 @@ impl PgStore {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
-        let appends = GroupCommit::spawn(PgGroupWriter(pool.clone()));
+        let appends = GroupCommit::spawn(PgGroupWriter {
+            options: pool.connect_options().as_ref().clone(),
+            conn: None,
+        });
         Ok(Self { pool, appends })
     }
 }

@@ -696,3 +696,98 @@ async fn a_lease_has_one_holder_until_it_expires() {
         );
     }
 }
+
+/// Writes abandoned half-way (a caller's deadline) must not leave the SQLite write connection
+/// inside a transaction: a `BEGIN` whose future was dropped before it answered leaves one that
+/// no `Transaction` rolls back, and every later write would nest in it as a savepoint, commit
+/// nothing, and vanish from other connections' reads.
+#[tokio::test]
+async fn an_abandoned_write_leaves_no_open_transaction() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        for i in 0..200u32 {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_micros(u64::from(i % 7) * 30),
+                store.put_values("r", &[value("likes", "gcounter", "1")], &replace),
+            )
+            .await;
+            let seq = store.append_updates("r", &[b("u")]).await.unwrap();
+            // Loads read through other connections: they see only what was committed.
+            let loaded = store.load_room("r").await.unwrap();
+            assert_eq!(
+                loaded.last_seq, seq,
+                "{name}, round {i}: the append was not committed"
+            );
+        }
+    }
+}
+
+/// The group commit's connection, dropped by the database (a restart, an administrator),
+/// is opened again: at most the group that met the dead connection fails (its rooms retry),
+/// and the log keeps every update that was confirmed, once, in order.
+#[tokio::test]
+async fn group_commits_survive_the_database_dropping_their_connection() {
+    use sqlx::Connection;
+    let Some(options) = postgres_schema().await else {
+        return;
+    };
+    let app = format!("plait-test-{}-reconnect", std::process::id());
+    let store = PgStore::open_with(options.application_name(&app), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.append_updates("r", &[b("1")]).await.unwrap(), 1);
+    let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    let dropped: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) AS t",
+    )
+    .bind(&app)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(dropped >= 1, "no connection of the store was found to drop");
+    let mut confirmed = vec![b("1")];
+    for attempt in 2..=3 {
+        let update = b(&attempt.to_string());
+        if store
+            .append_updates("r", std::slice::from_ref(&update))
+            .await
+            .is_ok()
+        {
+            confirmed.push(update);
+        }
+    }
+    assert!(confirmed.len() >= 2, "no group committed after the drop");
+    let loaded = store.load_room("r").await.unwrap();
+    let stored: Vec<_> = loaded.updates.iter().map(|u| u.data.clone()).collect();
+    assert_eq!(stored, confirmed);
+    assert_eq!(loaded.last_seq, confirmed.len() as u64);
+}
+
+/// A group larger than one insert statement holds (SQLite writes 500 rows per statement):
+/// every update stored once, in order, under the seqs its append was given.
+#[tokio::test]
+async fn an_append_of_more_updates_than_a_statement_holds_is_stored_in_order() {
+    let (stores, _dir) = stores().await;
+    for (name, store) in stores {
+        let many: Vec<Bytes> = (0..1_201).map(|i| b(&format!("a{i}"))).collect();
+        let few = [b("b0"), b("b1")];
+        let (a, b_seq) = tokio::join!(
+            store.append_updates("a", &many),
+            store.append_updates("b", &few)
+        );
+        assert_eq!(a.unwrap(), 1_201, "{name}");
+        assert_eq!(b_seq.unwrap(), 2, "{name}");
+        for (room, expected) in [("a", &many[..]), ("b", &few[..])] {
+            let loaded = store.load_room(room).await.unwrap();
+            let stored: Vec<_> = loaded.updates.iter().map(|u| u.data.clone()).collect();
+            assert_eq!(stored, expected, "{name}: room {room}");
+            let seqs: Vec<u64> = loaded.updates.iter().map(|u| u.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=expected.len() as u64).collect::<Vec<_>>(),
+                "{name}"
+            );
+        }
+    }
+}
