@@ -10,8 +10,9 @@ pub enum Error {
     /// The database could not be reached or answered with an error; the operation did nothing.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A commit shared with other rooms' appends failed; nothing of it was written.
-    #[error("database error: {0}")]
+    /// A commit shared with other rooms' appends failed; nothing of it was written. The
+    /// message is the cause's own (already "database error: ..." when it came from there).
+    #[error("{0}")]
     GroupCommit(String),
     /// The schema migrations failed to apply.
     #[error("migration failed: {0}")]

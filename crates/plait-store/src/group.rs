@@ -347,4 +347,27 @@ mod tests {
         let committed: Vec<String> = writer.groups.lock().unwrap().concat();
         assert_eq!(committed, vec!["stuck".to_owned(), "later".to_owned()]);
     }
+
+    /// A writer that fails every group with a database error.
+    struct Failing;
+
+    #[async_trait]
+    impl GroupWriter for Failing {
+        async fn commit_group(&mut self, _: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+            Err(Error::Database(sqlx::Error::PoolTimedOut))
+        }
+    }
+
+    /// A failed group reaches each of its rooms with the cause said once (it read "database
+    /// error: database error: ..." in the logs).
+    #[tokio::test]
+    async fn a_failed_group_says_its_cause_once() {
+        let group = GroupCommit::spawn(Failing);
+        let failed = group
+            .append("r", &[Bytes::from_static(b"1")])
+            .await
+            .unwrap_err();
+        let cause = Error::Database(sqlx::Error::PoolTimedOut).to_string();
+        assert_eq!(failed.to_string(), cause);
+    }
 }

@@ -63,7 +63,13 @@ impl GroupWriter for PgGroupWriter {
             None => {
                 let opened = tokio::time::timeout(ACQUIRE_TIMEOUT, self.options.connect())
                     .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)??;
+                    .map_err(|_| {
+                        Error::GroupCommit(format!(
+                            "no connection to PostgreSQL within {} s; is it running and \
+                             reachable?",
+                            ACQUIRE_TIMEOUT.as_secs()
+                        ))
+                    })??;
                 self.conn.insert(opened)
             }
         };
