@@ -16,8 +16,8 @@ use crate::{
     Snapshot, SnapshotInfo, SnapshotKind, Store, StoredRoom, StoredValue,
 };
 
-/// How long to wait for a pooled connection before an operation fails (and is retried by the
-/// room, which holds its updates meanwhile).
+/// How long to wait for a pooled connection, or for the group commit's own connection to open,
+/// before an operation fails (and is retried by the room, which holds its updates meanwhile).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A store in a PostgreSQL database.
