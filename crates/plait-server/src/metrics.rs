@@ -17,6 +17,9 @@ pub(crate) const BYTES_IN: &str = "plait_bytes_in_total";
 pub(crate) const MESSAGES_OUT: &str = "plait_messages_out_total";
 /// Bytes of frames queued to connections.
 pub(crate) const BYTES_OUT: &str = "plait_bytes_out_total";
+/// Updates merged into an update frame still queued for a connection instead of queued as a
+/// frame of their own (not counted in `MESSAGES_OUT`).
+pub(crate) const UPDATES_COALESCED: &str = "plait_updates_coalesced_total";
 /// Time of one store commit (one batch), in seconds.
 pub(crate) const COMMIT_SECONDS: &str = "plait_commit_seconds";
 /// Commits that failed (they are retried).
@@ -93,6 +96,7 @@ pub(crate) struct Hot {
     pub(crate) in_ignored: Counter,
     pub(crate) messages_out: Counter,
     pub(crate) bytes_out: Counter,
+    pub(crate) updates_coalesced: Counter,
     pub(crate) commit_seconds: Histogram,
 }
 
@@ -111,6 +115,7 @@ pub(crate) fn hot() -> &'static Hot {
             in_ignored: metrics::counter!(MESSAGES_IN, "type" => "ignored"),
             messages_out: metrics::counter!(MESSAGES_OUT),
             bytes_out: metrics::counter!(BYTES_OUT),
+            updates_coalesced: metrics::counter!(UPDATES_COALESCED),
             commit_seconds: metrics::histogram!(COMMIT_SECONDS),
         }
     })

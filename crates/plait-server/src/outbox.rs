@@ -161,29 +161,64 @@ impl Drop for Outbox {
     }
 }
 
+/// What [`Outbox::try_send_or_merge`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Behind what was queued.
+    Appended,
+    /// Into the last queued frame, which the writer had not taken yet.
+    Merged,
+}
+
 impl Outbox {
     /// Queues a frame without waiting; `Full` when either bound would be passed, `Closed`
     /// once the writer is gone.
     pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), TrySendError<Bytes>> {
+        self.try_send_or_merge(frame, |_| None).map(|_| ())
+    }
+
+    /// As [`Outbox::try_send`], but first offers `merge` the last frame still queued (not yet
+    /// taken by the writer): if it returns a frame, that frame replaces the last one and
+    /// `frame` is not queued. Nothing can come between the two, so the peer receives the same
+    /// messages in the same order, in one frame. `merge` runs under the queue's lock.
+    pub(crate) fn try_send_or_merge(
+        &self,
+        frame: Bytes,
+        merge: impl FnOnce(&Bytes) -> Option<Bytes>,
+    ) -> Result<Queued, TrySendError<Bytes>> {
         {
             let mut q = self.shared.lock();
             if !q.receiver_alive {
                 return Err(TrySendError::Closed(frame));
             }
             let max = self.shared.max_bytes;
+            let bound = |len: usize| if len >= max { max / 2 } else { max };
+            if let Some(merged) = q.frames.back().and_then(merge) {
+                let last = q.frames.back().map_or(0, |f| self.shared.charge(f.len()));
+                let rest = q.bytes.saturating_sub(last);
+                let charge = self.shared.charge(merged.len());
+                if rest == 0 || rest + charge <= bound(merged.len()) {
+                    q.bytes = rest + charge;
+                    if let Some(back) = q.frames.back_mut() {
+                        *back = merged;
+                    }
+                    return Ok(Queued::Merged);
+                }
+            }
             let charge = self.shared.charge(frame.len());
             // A large frame (charged a quarter) goes while at most a quarter is queued ahead.
-            let bound = if frame.len() >= max { max / 2 } else { max };
-            if q.frames.len() >= self.shared.max_frames || (q.bytes > 0 && q.bytes + charge > bound)
+            if q.frames.len() >= self.shared.max_frames
+                || (q.bytes > 0 && q.bytes + charge > bound(frame.len()))
             {
                 return Err(TrySendError::Full(frame));
             }
             q.bytes += charge;
             q.frames.push_back(frame);
         }
-        // Stores a permit when the writer is not waiting, so no wake-up is lost.
+        // Stores a permit when the writer is not waiting, so no wake-up is lost. (A merge
+        // needs none: the frame it replaced was announced when it was queued.)
         self.shared.ready.notify_one();
-        Ok(())
+        Ok(Queued::Appended)
     }
 }
 
@@ -370,6 +405,51 @@ mod tests {
             Err(TrySendError::Closed(_))
         ));
         drop(rx);
+    }
+
+    /// Only a frame the writer has not taken can absorb the next one; what it becomes is
+    /// counted against the byte bound in its place.
+    #[tokio::test]
+    async fn a_frame_merges_into_the_last_queued_one_only_before_the_writer_takes_it() {
+        let (tx, mut rx) = channel(10, 1 << 20);
+        let join = |last: &Bytes, next: &[u8]| Some(Bytes::from([last.as_ref(), next].concat()));
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        let got = tx.try_send_or_merge(Bytes::from_static(b"b"), |last| join(last, b"b"));
+        assert_eq!(got.unwrap(), Queued::Merged);
+        // `merge` declines: the frame is queued behind.
+        let got = tx.try_send_or_merge(Bytes::from_static(b"c"), |_| None);
+        assert_eq!(got.unwrap(), Queued::Appended);
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, 2);
+        assert_eq!(buf, [Bytes::from_static(b"ab"), Bytes::from_static(b"c")]);
+        assert_eq!(rx.charged(&buf), 3);
+        rx.written(rx.charged(&buf));
+        // Nothing queued: nothing to merge into.
+        let got = tx.try_send_or_merge(Bytes::from_static(b"d"), |_| panic!("offered nothing"));
+        assert_eq!(got.unwrap(), Queued::Appended);
+        let got = tx.try_send_or_merge(Bytes::from_static(b"e"), |last| join(last, b"e"));
+        assert_eq!(got.unwrap(), Queued::Merged);
+        buf.clear();
+        assert_eq!(rx.recv_many(&mut buf, 10).await, 1);
+        assert_eq!(buf, [Bytes::from_static(b"de")]);
+        assert_eq!(rx.charged(&buf), 2);
+    }
+
+    /// A merge that would pass the byte bound is not made; the frame then meets the bound as
+    /// any other would.
+    #[tokio::test]
+    async fn a_merge_past_the_byte_bound_is_refused_as_the_frame_would_be() {
+        let (tx, _rx) = channel(10, 10);
+        tx.try_send(Bytes::from_static(b"12345")).unwrap();
+        tx.try_send(Bytes::from_static(b"678")).unwrap();
+        let got = tx.try_send_or_merge(Bytes::from_static(b"9abc"), |last| {
+            Some(Bytes::from([last.as_ref(), b"9abc"].concat()))
+        });
+        assert!(matches!(got, Err(TrySendError::Full(_))));
+        let got = tx.try_send_or_merge(Bytes::from_static(b"9a"), |last| {
+            Some(Bytes::from([last.as_ref(), b"9a"].concat()))
+        });
+        assert_eq!(got.unwrap(), Queued::Merged);
     }
 
     #[tokio::test]

@@ -508,7 +508,7 @@ impl Room {
                 true
             }
             Err(e) => {
-                self.core.ledger.failed(Instant::now());
+                self.core.commit_failed(Instant::now());
                 warn!(error = %e, retry_in_ms = self.core.ledger.retry_delay().as_millis() as u64,
                     held = self.core.ledger.n_pending(),
                     "commit failed; holding updates and retrying");

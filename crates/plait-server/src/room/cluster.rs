@@ -259,7 +259,7 @@ impl Room {
         }
         let diff = self.core.doc.transact().encode_state_as_update_v1(&before);
         if diff.len() > 2 {
-            self.core.broadcast(&encode_update(&diff), None);
+            self.core.broadcast_update(&encode_update(&diff));
         }
         self.core.last_seq = self.core.last_seq.max(stored.last_seq);
         true

@@ -38,6 +38,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
 use super::cluster::is_remote;
 use super::ledger::{Committed, Ledger};
 
+mod coalesce;
 mod values;
 
 use super::{Confirm, Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR};
@@ -133,6 +134,8 @@ pub(crate) struct RoomCore {
     pub(super) needs_reload: bool,
     /// Messages for the bus, drained by the shell after every input.
     pub(super) outgoing: Vec<BusOut>,
+    /// The update frames the last update broadcast queued (see [`coalesce`]).
+    coalescing: coalesce::Coalescing,
 }
 
 impl std::fmt::Debug for RoomCore {
@@ -176,21 +179,59 @@ impl RoomCore {
             dirty_values: BTreeSet::new(),
             needs_reload: false,
             outgoing: Vec::new(),
+            coalescing: coalesce::Coalescing::default(),
         }
     }
 
     /// The store wrote the ledger's batch: release its frames to every member, tell its
     /// senders, and count the log's growth. Returns the batch (the shell publishes it).
+    ///
+    /// When more updates already wait for the next write, the frames and acks are held back
+    /// for that write's (see [`coalesce`]): one frame per member for both, one write later.
     pub(super) fn commit_succeeded(&mut self) -> Committed {
-        let done = self.ledger.committed();
+        let mut done = self.ledger.committed();
         self.changed_since_history = true;
         self.log_updates += done.updates.len() as u64;
         self.log_bytes += done.update_bytes as u64;
-        for frame in &done.frames {
-            self.broadcast(frame, None);
+        let mut frames = std::mem::take(&mut done.frames);
+        let mut acks = std::mem::take(&mut done.acks);
+        if let Some(held) = self.coalescing.held.take() {
+            frames.splice(..0, held.frames);
+            acks.splice(..0, held.acks);
+        } else if !self.clustered && !frames.is_empty() && self.ledger.n_pending() > 0 {
+            self.coalescing.held = Some(coalesce::Held { frames, acks });
+            return done;
         }
-        self.ack(&done.acks);
+        self.release(frames, &acks);
         done
+    }
+
+    /// The store write under way failed: frames held back from the write before it are
+    /// stored, so they go now rather than wait for the retry.
+    pub(super) fn commit_failed(&mut self, now: Instant) {
+        self.ledger.failed(now);
+        self.release_held();
+    }
+
+    /// Sends the frames held back from the last write, if any.
+    pub(super) fn release_held(&mut self) {
+        if let Some(held) = self.coalescing.held.take() {
+            self.release(held.frames, &held.acks);
+        }
+    }
+
+    /// Sends stored updates' frames (merged into one when there are several) and tells their
+    /// senders.
+    fn release(&mut self, frames: Vec<Bytes>, acks: &[ConnId]) {
+        match coalesce::merge_frames(&frames) {
+            Some(frame) => self.broadcast_update(&frame),
+            None => {
+                for frame in &frames {
+                    self.broadcast_update(frame);
+                }
+            }
+        }
+        self.ack(acks);
     }
 
     /// After a commit and whatever catch-up followed it: once everything is stored, the
@@ -206,6 +247,7 @@ impl RoomCore {
     /// other processes' updates the room had not relayed yet would otherwise never reach them
     /// (their seqs are now covered, so the bus and catch-ups skip them).
     pub(super) fn reload(&mut self, stored: StoredRoom) {
+        self.release_held();
         let before = self.doc.transact().state_vector();
         self.load(stored);
         {
@@ -601,7 +643,7 @@ impl RoomCore {
         self.doc_bytes += update.len();
         self.doc_bytes_exact = false;
         if let Some((frame, senders)) = self.ledger.record(update, frame, senders) {
-            self.broadcast(&frame, None);
+            self.broadcast_update(&frame);
             self.ack(&senders);
         }
     }
@@ -798,7 +840,7 @@ impl RoomCore {
         match outcome {
             Ok(applied) => {
                 for raw in applied {
-                    self.broadcast(&encode_update(&raw), None);
+                    self.broadcast_update(&encode_update(&raw));
                 }
                 true
             }

@@ -372,7 +372,7 @@ fn finish_write(
         core.last_seq = log.len() as u64;
         core.settled();
     } else {
-        core.ledger.failed(now);
+        core.commit_failed(now);
     }
 }
 
@@ -452,7 +452,8 @@ fn queued_updates(client: &mut Client) -> Vec<Vec<u8>> {
 /// the batch also deletes) wait for one store write get them as one update frame each, which
 /// holds all of every edit: the y-websocket master provider confirms an edit only when it
 /// finds all its own content and deletions in what the server sends back. Relaxed durability
-/// merges each applied batch the same way. On main each member got one frame per update.
+/// sends each applied batch at once, merged into the frame still queued from the batch before
+/// (no member reads in between). On main each member got one frame per update.
 #[test]
 fn updates_waiting_for_one_write_go_out_as_one_frame() {
     for durability in [Durability::Strict, Durability::RelaxedMayLoseRecentEdits] {
@@ -540,18 +541,9 @@ fn updates_waiting_for_one_write_go_out_as_one_frame() {
             assert_eq!(updates.len(), 1, "one row for the write");
             core.commit_succeeded();
         }
-        let per_member = if durability == Durability::Strict {
-            1
-        } else {
-            3
-        };
         for (conn, client) in &mut clients {
             let received = queued_updates(client);
-            assert_eq!(
-                received.len(),
-                per_member,
-                "{durability:?}: frames to member {conn}"
-            );
+            assert_eq!(received.len(), 1, "{durability:?}: frames to member {conn}");
             let ids = |bytes: &[u8]| {
                 let update = Update::decode_v1(bytes).unwrap();
                 (update.state_vector(), update.delete_set().clone())
@@ -579,6 +571,172 @@ fn updates_waiting_for_one_write_go_out_as_one_frame() {
                     .unwrap();
             }
             assert_eq!(text(doc), text(&core.doc), "{durability:?}: member {conn}");
+        }
+    }
+}
+
+/// A member that has not been sent the last update frame yet gets the next update merged into
+/// it; a member that read it, or whose outbox ends in another message, gets a frame of its
+/// own. Members at the same point share one merge (one buffer). On `51d4346` every member got
+/// one frame per update.
+#[test]
+fn an_update_joins_the_update_frame_a_member_has_not_been_sent() {
+    let mut config = Config::defaults();
+    config.durability = Durability::RelaxedMayLoseRecentEdits;
+    let mut core = RoomCore::new(
+        Arc::new(config.room()),
+        7,
+        Arc::new(AtomicUsize::new(0)),
+        false,
+    );
+    // 1 reads after every update, 2 and 3 never, 4 is sent another message in between.
+    let mut clients = HashMap::new();
+    for conn in 1..=4 {
+        let (tx, rx) = outbox::channel(64, 1 << 20);
+        let control = CloseSignal::default();
+        let link = MemberLink {
+            outbox: tx,
+            control: control.clone(),
+            values: false,
+            acks: false,
+        };
+        core.join(conn, link, oneshot::channel().0);
+        let mut client = Client {
+            doc: Doc::with_client_id(conn),
+            received: Doc::new(),
+            outbox: rx,
+            control,
+            slow: false,
+        };
+        client.outbox.drain_now();
+        clients.insert(conn, client);
+    }
+    let author = Doc::with_client_id(99);
+    let mut frames: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
+    for (i, word) in ["one ", "two ", "three "].into_iter().enumerate() {
+        let t = author.get_or_insert_text("t");
+        let mut txn = author.transact_mut();
+        t.insert(&mut txn, 0, word);
+        let update = txn.encode_update_v1();
+        drop(txn);
+        core.apply_updates(vec![(
+            1,
+            Update::decode_v1(&update).unwrap(),
+            Bytes::from(update),
+            Confirm::Never,
+        )]);
+        frames
+            .entry(1)
+            .or_default()
+            .extend(clients.get_mut(&1).unwrap().outbox.drain_now());
+        if i == 0 {
+            core.send(4, plait_protocol::message::encode_query_awareness());
+        }
+    }
+    for conn in 2..=4 {
+        frames.insert(conn, clients.get_mut(&conn).unwrap().outbox.drain_now());
+    }
+    let counts: Vec<usize> = (1..=4).map(|c| frames[&c].len()).collect();
+    assert_eq!(counts, [3, 1, 1, 3], "frames per member");
+    let (two, three) = (&frames[&2][0], &frames[&3][0]);
+    assert_eq!(
+        (two.as_ptr(), two.len()),
+        (three.as_ptr(), three.len()),
+        "members at the same point share one merge"
+    );
+    for (conn, received) in &frames {
+        let doc = Doc::new();
+        for frame in received {
+            if let Ok(Message::Sync(SyncMessage::Update(u))) =
+                Message::decode(frame, &plait_protocol::Limits::default())
+            {
+                doc.transact_mut()
+                    .apply_update(Update::decode_v1(&u).unwrap())
+                    .unwrap();
+            }
+        }
+        assert_eq!(text(&doc), "three two one ", "member {conn}");
+    }
+}
+
+/// Strict durability, a busy room: a write that ends while the next is already due holds its
+/// frames and acks back, and they go with the next write's, as one frame per member and the
+/// acks after it; if that next write fails, they go at once (they are stored). On `51d4346`
+/// each write's frames went out as it ended.
+#[test]
+fn a_write_that_ends_with_the_next_due_goes_out_with_it() {
+    for next_fails in [false, true] {
+        let mut config = Config::defaults();
+        config.durability = Durability::Strict;
+        let mut core = RoomCore::new(
+            Arc::new(config.room()),
+            7,
+            Arc::new(AtomicUsize::new(0)),
+            false,
+        );
+        let (tx, mut rx) = outbox::channel(64, 1 << 20);
+        let link = MemberLink {
+            outbox: tx,
+            control: CloseSignal::default(),
+            values: false,
+            acks: true,
+        };
+        core.join(1, link, oneshot::channel().0);
+        rx.drain_now();
+        let author = Doc::with_client_id(99);
+        let edit = |word: &str| {
+            let t = author.get_or_insert_text("t");
+            let mut txn = author.transact_mut();
+            t.insert(&mut txn, 0, word);
+            let update = txn.encode_update_v1();
+            (
+                1,
+                Update::decode_v1(&update).unwrap(),
+                Bytes::from(update),
+                Confirm::Once,
+            )
+        };
+        core.apply_updates(vec![edit("one ")]);
+        assert_eq!(core.start_write(Instant::now()).map(|w| w.len()), Some(1));
+        core.apply_updates(vec![edit("two ")]);
+        core.commit_succeeded();
+        assert!(rx.drain_now().is_empty(), "held for the next write");
+        assert_eq!(core.start_write(Instant::now()).map(|w| w.len()), Some(1));
+        let kinds = |frames: Vec<Bytes>| -> Vec<(u8, String)> {
+            frames
+                .into_iter()
+                .map(|f| {
+                    let doc = Doc::new();
+                    if let Ok(Message::Sync(SyncMessage::Update(u))) =
+                        Message::decode(&f, &plait_protocol::Limits::default())
+                    {
+                        doc.transact_mut()
+                            .apply_update(Update::decode_v1(&u).unwrap())
+                            .unwrap();
+                    }
+                    (f[0], text(&doc))
+                })
+                .collect()
+        };
+        let marker = crate::conn::STORED_MARKER_TAG;
+        if next_fails {
+            core.commit_failed(Instant::now());
+            assert_eq!(
+                kinds(rx.drain_now()),
+                [(0, "one ".to_owned()), (marker, String::new())],
+                "the stored write goes when the next fails"
+            );
+        } else {
+            core.commit_succeeded();
+            assert_eq!(
+                kinds(rx.drain_now()),
+                [
+                    (0, "two one ".to_owned()),
+                    (marker, String::new()),
+                    (marker, String::new())
+                ],
+                "both writes in one frame, then both acks"
+            );
         }
     }
 }
