@@ -198,7 +198,12 @@ impl RoomCore {
         if let Some(held) = self.coalescing.held.take() {
             frames.splice(..0, held.frames);
             acks.splice(..0, held.acks);
-        } else if !self.clustered && !frames.is_empty() && self.ledger.n_pending() > 0 {
+        } else if !self.clustered
+            && !frames.is_empty()
+            && self.ledger.n_pending() > 0
+            // Only what can be merged: a large paste is not delayed for nothing.
+            && frames.iter().map(Bytes::len).sum::<usize>() <= MERGE_MAX_BYTES
+        {
             self.coalescing.held = Some(coalesce::Held { frames, acks });
             return done;
         }

@@ -741,6 +741,49 @@ fn a_write_that_ends_with_the_next_due_goes_out_with_it() {
     }
 }
 
+/// A write too large to merge (over 1 MiB) goes out as it ends, even with the next due:
+/// holding it would only delay it.
+#[test]
+fn a_write_too_large_to_merge_is_not_held() {
+    let mut config = Config::defaults();
+    config.durability = Durability::Strict;
+    let mut core = RoomCore::new(
+        Arc::new(config.room()),
+        7,
+        Arc::new(AtomicUsize::new(0)),
+        false,
+    );
+    let (tx, mut rx) = outbox::channel(64, 1 << 20);
+    let link = MemberLink {
+        outbox: tx,
+        control: CloseSignal::default(),
+        values: false,
+        acks: false,
+    };
+    core.join(1, link, oneshot::channel().0);
+    rx.drain_now();
+    let author = Doc::with_client_id(99);
+    let edit = |text: &str| {
+        let t = author.get_or_insert_text("t");
+        let mut txn = author.transact_mut();
+        t.insert(&mut txn, 0, text);
+        let update = txn.encode_update_v1();
+        (
+            1,
+            Update::decode_v1(&update).unwrap(),
+            Bytes::from(update),
+            Confirm::Never,
+        )
+    };
+    core.apply_updates(vec![edit(&"x".repeat(1 << 20))]);
+    assert!(core.start_write(Instant::now()).is_some());
+    core.apply_updates(vec![edit("small")]);
+    core.commit_succeeded();
+    let sent = rx.drain_now();
+    assert_eq!(sent.len(), 1, "the large write goes at once");
+    assert!(sent[0].len() > 1 << 20);
+}
+
 /// A long, unseeded search: `PLAIT_SIM_RUNS=10000 cargo test -p plait-server room_search --
 /// --ignored --nocapture`.
 #[test]
