@@ -457,34 +457,7 @@ fn queued_updates(client: &mut Client) -> Vec<Vec<u8>> {
 #[test]
 fn updates_waiting_for_one_write_go_out_as_one_frame() {
     for durability in [Durability::Strict, Durability::RelaxedMayLoseRecentEdits] {
-        let mut config = Config::defaults();
-        config.durability = durability;
-        let mut core = RoomCore::new(
-            Arc::new(config.room()),
-            7,
-            Arc::new(AtomicUsize::new(0)),
-            false,
-        );
-        let mut clients = HashMap::new();
-        for conn in 1..=3 {
-            let (tx, rx) = outbox::channel(64, 1 << 20);
-            let control = CloseSignal::default();
-            let link = MemberLink {
-                outbox: tx,
-                control: control.clone(),
-                values: false,
-                acks: false,
-            };
-            core.join(conn, link, oneshot::channel().0);
-            let client = Client {
-                doc: Doc::with_client_id(conn),
-                received: Doc::new(),
-                outbox: rx,
-                control,
-                slow: false,
-            };
-            clients.insert(conn, client);
-        }
+        let (mut core, mut clients) = room_with_members(durability, 3, false);
         // Everyone starts from "base" written by member 1 and stored.
         let edit = |clients: &HashMap<ConnId, Client>,
                     conn: ConnId,
@@ -581,50 +554,13 @@ fn updates_waiting_for_one_write_go_out_as_one_frame() {
 /// one frame per update.
 #[test]
 fn an_update_joins_the_update_frame_a_member_has_not_been_sent() {
-    let mut config = Config::defaults();
-    config.durability = Durability::RelaxedMayLoseRecentEdits;
-    let mut core = RoomCore::new(
-        Arc::new(config.room()),
-        7,
-        Arc::new(AtomicUsize::new(0)),
-        false,
-    );
     // 1 reads after every update, 2 and 3 never, 4 is sent another message in between.
-    let mut clients = HashMap::new();
-    for conn in 1..=4 {
-        let (tx, rx) = outbox::channel(64, 1 << 20);
-        let control = CloseSignal::default();
-        let link = MemberLink {
-            outbox: tx,
-            control: control.clone(),
-            values: false,
-            acks: false,
-        };
-        core.join(conn, link, oneshot::channel().0);
-        let mut client = Client {
-            doc: Doc::with_client_id(conn),
-            received: Doc::new(),
-            outbox: rx,
-            control,
-            slow: false,
-        };
-        client.outbox.drain_now();
-        clients.insert(conn, client);
-    }
+    let (mut core, mut clients) =
+        room_with_members(Durability::RelaxedMayLoseRecentEdits, 4, false);
     let author = Doc::with_client_id(99);
     let mut frames: HashMap<ConnId, Vec<Bytes>> = HashMap::new();
     for (i, word) in ["one ", "two ", "three "].into_iter().enumerate() {
-        let t = author.get_or_insert_text("t");
-        let mut txn = author.transact_mut();
-        t.insert(&mut txn, 0, word);
-        let update = txn.encode_update_v1();
-        drop(txn);
-        core.apply_updates(vec![(
-            1,
-            Update::decode_v1(&update).unwrap(),
-            Bytes::from(update),
-            Confirm::Never,
-        )]);
+        core.apply_updates(vec![insert_at_start(&author, word)]);
         frames
             .entry(1)
             .or_default()
@@ -659,6 +595,65 @@ fn an_update_joins_the_update_frame_a_member_has_not_been_sent() {
     }
 }
 
+/// A room whose members 1..=`n` (told "stored" if `acks`) have each read their join.
+fn room_with_members(
+    durability: Durability,
+    n: ConnId,
+    acks: bool,
+) -> (RoomCore, HashMap<ConnId, Client>) {
+    let mut config = Config::defaults();
+    config.durability = durability;
+    let mut core = RoomCore::new(
+        Arc::new(config.room()),
+        7,
+        Arc::new(AtomicUsize::new(0)),
+        false,
+    );
+    let mut clients = HashMap::new();
+    for conn in 1..=n {
+        let (tx, rx) = outbox::channel(64, 1 << 20);
+        let control = CloseSignal::default();
+        let link = MemberLink {
+            outbox: tx,
+            control: control.clone(),
+            values: false,
+            acks,
+        };
+        core.join(conn, link, oneshot::channel().0);
+        let mut client = Client {
+            doc: Doc::with_client_id(conn),
+            received: Doc::new(),
+            outbox: rx,
+            control,
+            slow: false,
+        };
+        client.outbox.drain_now();
+        clients.insert(conn, client);
+    }
+    (core, clients)
+}
+
+/// A strict room of one member (connection 1), and that member's outbox.
+fn strict_room_of_one(acks: bool) -> (RoomCore, OutboxRx) {
+    let (core, mut clients) = room_with_members(Durability::Strict, 1, acks);
+    let member = clients.remove(&1).expect("member 1 joined");
+    (core, member.outbox)
+}
+
+/// `author` inserts `text` at the start of the text "t"; member 1 sends the update.
+fn insert_at_start(author: &Doc, text: &str) -> (ConnId, Update, Bytes, Confirm) {
+    let t = author.get_or_insert_text("t");
+    let mut txn = author.transact_mut();
+    t.insert(&mut txn, 0, text);
+    let update = txn.encode_update_v1();
+    (
+        1,
+        Update::decode_v1(&update).unwrap(),
+        Bytes::from(update),
+        Confirm::Once,
+    )
+}
+
 /// Strict durability, a busy room: a write that ends while the next is already due holds its
 /// frames and acks back, and they go with the next write's, as one frame per member and the
 /// acks after it; if that next write fails, they go at once (they are stored). On `51d4346`
@@ -666,36 +661,9 @@ fn an_update_joins_the_update_frame_a_member_has_not_been_sent() {
 #[test]
 fn a_write_that_ends_with_the_next_due_goes_out_with_it() {
     for next_fails in [false, true] {
-        let mut config = Config::defaults();
-        config.durability = Durability::Strict;
-        let mut core = RoomCore::new(
-            Arc::new(config.room()),
-            7,
-            Arc::new(AtomicUsize::new(0)),
-            false,
-        );
-        let (tx, mut rx) = outbox::channel(64, 1 << 20);
-        let link = MemberLink {
-            outbox: tx,
-            control: CloseSignal::default(),
-            values: false,
-            acks: true,
-        };
-        core.join(1, link, oneshot::channel().0);
-        rx.drain_now();
+        let (mut core, mut rx) = strict_room_of_one(true);
         let author = Doc::with_client_id(99);
-        let edit = |word: &str| {
-            let t = author.get_or_insert_text("t");
-            let mut txn = author.transact_mut();
-            t.insert(&mut txn, 0, word);
-            let update = txn.encode_update_v1();
-            (
-                1,
-                Update::decode_v1(&update).unwrap(),
-                Bytes::from(update),
-                Confirm::Once,
-            )
-        };
+        let edit = |word: &str| insert_at_start(&author, word);
         core.apply_updates(vec![edit("one ")]);
         assert_eq!(core.start_write(Instant::now()).map(|w| w.len()), Some(1));
         core.apply_updates(vec![edit("two ")]);
@@ -745,36 +713,9 @@ fn a_write_that_ends_with_the_next_due_goes_out_with_it() {
 /// holding it would only delay it.
 #[test]
 fn a_write_too_large_to_merge_is_not_held() {
-    let mut config = Config::defaults();
-    config.durability = Durability::Strict;
-    let mut core = RoomCore::new(
-        Arc::new(config.room()),
-        7,
-        Arc::new(AtomicUsize::new(0)),
-        false,
-    );
-    let (tx, mut rx) = outbox::channel(64, 1 << 20);
-    let link = MemberLink {
-        outbox: tx,
-        control: CloseSignal::default(),
-        values: false,
-        acks: false,
-    };
-    core.join(1, link, oneshot::channel().0);
-    rx.drain_now();
+    let (mut core, mut rx) = strict_room_of_one(false);
     let author = Doc::with_client_id(99);
-    let edit = |text: &str| {
-        let t = author.get_or_insert_text("t");
-        let mut txn = author.transact_mut();
-        t.insert(&mut txn, 0, text);
-        let update = txn.encode_update_v1();
-        (
-            1,
-            Update::decode_v1(&update).unwrap(),
-            Bytes::from(update),
-            Confirm::Never,
-        )
-    };
+    let edit = |text: &str| insert_at_start(&author, text);
     core.apply_updates(vec![edit(&"x".repeat(1 << 20))]);
     assert!(core.start_write(Instant::now()).is_some());
     core.apply_updates(vec![edit("small")]);
