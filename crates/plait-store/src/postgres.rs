@@ -49,6 +49,24 @@ impl GroupWriter for PgGroupWriter {
     /// seqs.
     async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
         let layout = Layout::new(group);
+        let reused = self.conn.is_some();
+        match self.write(&layout).await {
+            Err(Error::Database(e)) if reused && connection_lost(&e) => {
+                // The connection kept since the last group was gone before this statement ran
+                // (a server restart, a proxy's idle timeout): one group on a new one, rather
+                // than failing every room of the group for its retry's delay.
+                tracing::debug!(error = %e, "the group connection was lost; reconnecting");
+                self.write(&layout).await
+            }
+            written => written,
+        }
+    }
+}
+
+impl PgGroupWriter {
+    /// Writes a group on the kept connection, opening one first if there is none; after a
+    /// failure the next call opens another.
+    async fn write(&mut self, layout: &Layout<'_>) -> Result<Vec<u64>, Error> {
         let (rooms, added): (Vec<&str>, Vec<i64>) = layout.rooms().unzip();
         let mut update_rooms = Vec::new();
         let mut below = Vec::new();
@@ -110,6 +128,17 @@ impl GroupWriter for PgGroupWriter {
             }
         };
         layout.request_seqs(|room| lasts.get(room).copied())
+    }
+}
+
+/// Whether `e` says the connection itself is gone (the server closed it, or it broke), not
+/// that the statement failed: PostgreSQL's `57P01`-`57P03` (administrator command, crash,
+/// cannot connect now), and I/O errors on the socket.
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P0")),
+        _ => false,
     }
 }
 
