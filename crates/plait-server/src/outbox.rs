@@ -193,16 +193,16 @@ impl Outbox {
             }
             let max = self.shared.max_bytes;
             let bound = |len: usize| if len >= max { max / 2 } else { max };
-            if let Some(merged) = q.frames.back().and_then(merge) {
-                let last = q.frames.back().map_or(0, |f| self.shared.charge(f.len()));
-                let rest = q.bytes.saturating_sub(last);
-                let charge = self.shared.charge(merged.len());
-                if rest == 0 || rest + charge <= bound(merged.len()) {
-                    q.bytes = rest + charge;
-                    if let Some(back) = q.frames.back_mut() {
-                        *back = merged;
+            let queue = &mut *q;
+            if let Some(last) = queue.frames.back_mut() {
+                if let Some(merged) = merge(last) {
+                    let rest = queue.bytes.saturating_sub(self.shared.charge(last.len()));
+                    let charge = self.shared.charge(merged.len());
+                    if rest == 0 || rest + charge <= bound(merged.len()) {
+                        queue.bytes = rest + charge;
+                        *last = merged;
+                        return Ok(Queued::Merged);
                     }
-                    return Ok(Queued::Merged);
                 }
             }
             let charge = self.shared.charge(frame.len());

@@ -567,6 +567,7 @@ impl Room {
     /// Periodic work; returns whether the room is idle long enough to unload.
     async fn on_tick(&mut self) -> bool {
         let now = Instant::now();
+        self.core.forget_old_frames();
         self.core.expire_awareness(now);
         self.bus_tick(now).await;
         self.core.flush_awareness();

@@ -52,9 +52,11 @@ impl GroupWriter for PgGroupWriter {
         let reused = self.conn.is_some();
         match self.write(&layout).await {
             Err(Error::Database(e)) if reused && connection_lost(&e) => {
-                // The connection kept since the last group was gone before this statement ran
-                // (a server restart, a proxy's idle timeout): one group on a new one, rather
-                // than failing every room of the group for its retry's delay.
+                // The connection kept since the last group is gone (a server restart, a
+                // proxy's idle timeout): one more try on a new one, rather than failing every
+                // room of the group for its retry's delay. If the statement did commit before
+                // the connection broke, this writes the group twice, as the rooms' own retry
+                // would: the log then holds those updates twice, and Yjs applies them once.
                 tracing::debug!(error = %e, "the group connection was lost; reconnecting");
                 self.write(&layout).await
             }
@@ -132,8 +134,9 @@ impl PgGroupWriter {
 }
 
 /// Whether `e` says the connection itself is gone (the server closed it, or it broke), not
-/// that the statement failed: PostgreSQL's `57P01`-`57P03` (administrator command, crash,
-/// cannot connect now), and I/O errors on the socket.
+/// that the statement failed: PostgreSQL's class `57P0` (administrator command, crash
+/// shutdown, cannot connect now, database dropped, idle session timeout), and I/O errors on
+/// the socket.
 fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) => true,

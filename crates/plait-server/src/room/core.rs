@@ -47,6 +47,7 @@ use crate::config::{Durability, RoomConfig};
 use crate::conn::{Close, ConnId};
 use crate::docs;
 use crate::metrics as m;
+use crate::outbox::Queued;
 
 /// What the core queued for the bus; the shell publishes it (when there is a bus).
 #[derive(Debug)]
@@ -272,6 +273,12 @@ impl RoomCore {
     }
 
     /// Removes the awareness states not renewed in time and queues their removal.
+    /// The room's tick: lets go of update frames kept for merging that no broadcast has
+    /// sent since the tick before (see [`coalesce`]).
+    pub(super) fn forget_old_frames(&mut self) {
+        self.coalescing.tick();
+    }
+
     pub(super) fn expire_awareness(&mut self, now: Instant) {
         let expired = self.awareness.expire(now);
         self.broadcast_awareness(&expired);
@@ -754,21 +761,40 @@ impl RoomCore {
 
     /// As [`Room::broadcast`], to the members for which `to` holds.
     pub(super) fn broadcast_where(&mut self, frame: &Bytes, to: impl Fn(ConnId, &Member) -> bool) {
+        self.fan_out(frame, to, |_| None);
+    }
+
+    /// Queues `frame` for every member for which `to` holds, or, where `merge` turns the
+    /// member's last queued frame into one carrying both, replaces that frame
+    /// ([`crate::outbox::Outbox::try_send_or_merge`]). Members whose outbox is full are
+    /// closed: a frame is never skipped silently for anyone who stays connected.
+    fn fan_out(
+        &mut self,
+        frame: &Bytes,
+        to: impl Fn(ConnId, &Member) -> bool,
+        mut merge: impl FnMut(&Bytes) -> Option<Bytes>,
+    ) {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
-        let mut sent = 0u64;
+        let (mut sent, mut merged) = (0u64, 0u64);
         for (conn, member) in &self.members {
             if !to(*conn, member) {
                 continue;
             }
-            match member.link.outbox.try_send(frame.clone()) {
-                Ok(()) => sent += 1,
+            match member
+                .link
+                .outbox
+                .try_send_or_merge(frame.clone(), &mut merge)
+            {
+                Ok(Queued::Appended) => sent += 1,
+                Ok(Queued::Merged) => merged += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(*conn),
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
             }
         }
         m::hot().messages_out.increment(sent);
         m::hot().bytes_out.increment(sent * frame.len() as u64);
+        m::hot().updates_coalesced.increment(merged);
         for conn in gone {
             self.leave(conn);
         }

@@ -232,7 +232,11 @@ fn simulate(seed: u64, durability: Durability, steps: usize) {
                 }
             }
             // Time passes; the store goes down or comes back; awareness.
-            13 => now += Duration::from_millis(rng.below(2_000)),
+            13 => {
+                now += Duration::from_millis(rng.below(2_000));
+                // The shell's tick.
+                core.forget_old_frames();
+            }
             14 => healthy = rng.below(3) != 0,
             // Another process, sharing the store, commits an edit and publishes it.
             15 => {
@@ -723,6 +727,30 @@ fn a_write_too_large_to_merge_is_not_held() {
     let sent = rx.drain_now();
     assert_eq!(sent.len(), 1, "the large write goes at once");
     assert!(sent[0].len() > 1 << 20);
+}
+
+/// A frame kept for merging is let go at the second tick with no update broadcast in
+/// between: a quiet room keeps none. An update after that goes in a frame of its own even to
+/// a member that never read; one before it still merges.
+#[test]
+fn frames_kept_for_merging_are_let_go_when_the_room_is_quiet() {
+    let (mut core, mut clients) =
+        room_with_members(Durability::RelaxedMayLoseRecentEdits, 1, false);
+    let author = Doc::with_client_id(99);
+    core.apply_updates(vec![insert_at_start(&author, "one ")]);
+    core.forget_old_frames();
+    core.apply_updates(vec![insert_at_start(&author, "two ")]);
+    let member = clients.get_mut(&1).unwrap();
+    assert_eq!(member.outbox.drain_now().len(), 1, "merged within a tick");
+    core.apply_updates(vec![insert_at_start(&author, "three ")]);
+    core.forget_old_frames();
+    core.forget_old_frames();
+    core.apply_updates(vec![insert_at_start(&author, "four ")]);
+    assert_eq!(
+        member.outbox.drain_now().len(),
+        2,
+        "let go after two quiet ticks"
+    );
 }
 
 /// A long, unseeded search: `PLAIT_SIM_RUNS=10000 cargo test -p plait-server room_search --

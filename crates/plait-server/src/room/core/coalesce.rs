@@ -29,15 +29,14 @@ use plait_protocol::{Limits, Message, SyncMessage};
 
 use super::{merge_small, RoomCore};
 use crate::conn::ConnId;
-use crate::metrics as m;
-use crate::outbox::Queued;
 
 /// At most this many frames of the last broadcast are remembered: members lagging by more
 /// distinct amounts than this get the update in a frame of its own.
 const REMEMBERED: usize = 8;
 
-/// ... and at most this many bytes of them: the room keeps them until its next update, and
-/// merging is worth its decode for many small updates, not for a few large ones.
+/// ... and at most this many bytes of them: the room keeps them until its next update or its
+/// second tick without one ([`Coalescing::tick`]), and merging is worth its decode for many
+/// small updates, not for a few large ones.
 const REMEMBERED_BYTES: usize = 64 * 1024;
 
 /// The update frames the last update broadcast left in members' outboxes, and a write's
@@ -45,6 +44,8 @@ const REMEMBERED_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct Coalescing {
     last: Vec<Bytes>,
+    /// Whether an update broadcast came since the last tick.
+    fresh: bool,
     pub(super) held: Option<Held>,
 }
 
@@ -82,6 +83,17 @@ fn update_in(frame: &Bytes) -> Option<Bytes> {
     }
 }
 
+impl Coalescing {
+    /// Called on every room tick: frames no update broadcast has sent since the tick before
+    /// are let go, so a quiet room keeps none (a lagging writer has taken them by then, or
+    /// the next update goes in a frame of its own).
+    pub(super) fn tick(&mut self) {
+        if !std::mem::take(&mut self.fresh) {
+            self.last.clear();
+        }
+    }
+}
+
 impl RoomCore {
     /// Sends an update frame to every member, as [`RoomCore::broadcast`] does, merging it
     /// into the frame a member has queued when that frame is one this function queued last.
@@ -90,11 +102,10 @@ impl RoomCore {
         // Merges made this time, by the index of the frame they extend (`None`: it failed).
         let mut made: Vec<(usize, Option<Bytes>)> = Vec::new();
         let mut update: Option<Option<Bytes>> = None;
-        let mut slow = Vec::new();
-        let mut gone = Vec::new();
-        let (mut appended, mut merged) = (0u64, 0u64);
-        for (conn, member) in &self.members {
-            let offered = |queued: &Bytes| {
+        self.fan_out(
+            frame,
+            |_, _| true,
+            |queued| {
                 let i = last.iter().position(|f| same(f, queued))?;
                 if let Some((_, done)) = made.iter().find(|(j, _)| *j == i) {
                     return done.clone();
@@ -106,21 +117,12 @@ impl RoomCore {
                     .map(|u| encode_update(&u));
                 made.push((i, done.clone()));
                 done
-            };
-            match member.link.outbox.try_send_or_merge(frame.clone(), offered) {
-                Ok(Queued::Appended) => appended += 1,
-                Ok(Queued::Merged) => merged += 1,
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => slow.push(*conn),
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
-            }
-        }
-        m::hot().messages_out.increment(appended);
-        m::hot().bytes_out.increment(appended * frame.len() as u64);
-        m::hot().updates_coalesced.increment(merged);
+            },
+        );
         // What members' outboxes may now end in: this frame and the merges made from it.
         let mut budget = REMEMBERED_BYTES;
-        let next = &mut self.coalescing.last;
-        next.extend(
+        self.coalescing.fresh = true;
+        self.coalescing.last.extend(
             std::iter::once(frame.clone())
                 .chain(made.into_iter().filter_map(|(_, done)| done))
                 .take_while(|f| {
@@ -129,11 +131,5 @@ impl RoomCore {
                 })
                 .take(REMEMBERED),
         );
-        for conn in gone {
-            self.leave(conn);
-        }
-        if !slow.is_empty() {
-            self.drop_slow(slow);
-        }
     }
 }
