@@ -766,6 +766,83 @@ async fn group_commits_survive_the_database_dropping_their_connection() {
     assert_eq!(loaded.last_seq, confirmed.len() as u64);
 }
 
+/// A compaction on PostgreSQL deletes the log it covers after its snapshot is committed, so
+/// appends to the room are not held up by that delete, which with many rooms writing dirties a
+/// heap page per row. Here the delete is made to wait for a row lock another connection holds:
+/// with the delete inside the snapshot's transaction, which holds the room's row, the append
+/// waited for it too.
+#[tokio::test]
+async fn appends_to_a_room_go_on_while_its_compaction_deletes_the_log() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let Some(options) = postgres_schema().await else {
+        return;
+    };
+    let app = format!("plait-test-{}-trim", std::process::id());
+    let store = std::sync::Arc::new(
+        PgStore::open_with(options.clone().application_name(&app), 2)
+            .await
+            .unwrap(),
+    );
+    store
+        .append_updates("r", &[b("1"), b("2"), b("3")])
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("SELECT seq FROM updates WHERE room = 'r' AND seq = 1 FOR UPDATE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let snap = Snapshot {
+        up_to_seq: 2,
+        kind: SnapshotKind::Compaction,
+        data: b("state@2"),
+        state_vector: b("sv@2"),
+        created_at_ms: 5,
+        values: None,
+    };
+    let compaction = tokio::spawn({
+        let (store, snap) = (store.clone(), snap.clone());
+        async move { store.write_snapshot("r", &snap).await }
+    });
+    // Until the compaction's delete waits for the held row.
+    let mut admin = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
+    let mut waiting = false;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = $1 \
+             AND wait_event_type = 'Lock' AND query LIKE 'DELETE FROM updates%'",
+        )
+        .bind(&app)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "the compaction's delete never waited for the held row");
+    let appended =
+        tokio::time::timeout(Duration::from_secs(5), store.append_updates("r", &[b("4")])).await;
+    held.rollback().await.unwrap();
+    assert_eq!(
+        appended.expect("the append waited for the compaction's delete").unwrap(),
+        4
+    );
+    compaction.await.unwrap().unwrap();
+    let loaded = store.load_room("r").await.unwrap();
+    assert_eq!(loaded.snapshot, Some(snap));
+    let seqs: Vec<u64> = loaded.updates.iter().map(|u| u.seq).collect();
+    assert_eq!(seqs, vec![3, 4]);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM updates WHERE room = 'r'")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "the log below the snapshot was not deleted");
+}
+
 /// A group larger than one insert statement holds (SQLite writes 500 rows per statement):
 /// every update stored once, in order, under the seqs its append was given.
 #[tokio::test]
