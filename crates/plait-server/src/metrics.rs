@@ -15,7 +15,8 @@ pub(crate) const MESSAGES_IN: &str = "plait_messages_in_total";
 pub(crate) const BYTES_IN: &str = "plait_bytes_in_total";
 /// Frames queued to connections.
 pub(crate) const MESSAGES_OUT: &str = "plait_messages_out_total";
-/// Bytes of frames queued to connections (an update merged into a queued frame adds none).
+/// Bytes of frames queued to connections (an update merged into a queued frame adds what the
+/// frame grew by).
 pub(crate) const BYTES_OUT: &str = "plait_bytes_out_total";
 /// Updates merged into an update frame still queued for a connection instead of queued as a
 /// frame of their own (not counted in `MESSAGES_OUT`).

@@ -166,8 +166,9 @@ impl Drop for Outbox {
 pub(crate) enum Queued {
     /// Behind what was queued.
     Appended,
-    /// Into the last queued frame, which the writer had not taken yet.
-    Merged,
+    /// Into the last queued frame, which the writer had not taken yet; it grew by `grew`
+    /// bytes (what the connection will be sent beyond what was already queued).
+    Merged { grew: usize },
 }
 
 impl Outbox {
@@ -200,8 +201,9 @@ impl Outbox {
                     let charge = self.shared.charge(merged.len());
                     if rest == 0 || rest + charge <= bound(merged.len()) {
                         queue.bytes = rest + charge;
+                        let grew = merged.len().saturating_sub(last.len());
                         *last = merged;
-                        return Ok(Queued::Merged);
+                        return Ok(Queued::Merged { grew });
                     }
                 }
             }
@@ -415,7 +417,7 @@ mod tests {
         let join = |last: &Bytes, next: &[u8]| Some(Bytes::from([last.as_ref(), next].concat()));
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         let got = tx.try_send_or_merge(Bytes::from_static(b"b"), |last| join(last, b"b"));
-        assert_eq!(got.unwrap(), Queued::Merged);
+        assert_eq!(got.unwrap(), Queued::Merged { grew: 1 });
         // `merge` declines: the frame is queued behind.
         let got = tx.try_send_or_merge(Bytes::from_static(b"c"), |_| None);
         assert_eq!(got.unwrap(), Queued::Appended);
@@ -428,7 +430,7 @@ mod tests {
         let got = tx.try_send_or_merge(Bytes::from_static(b"d"), |_| panic!("offered nothing"));
         assert_eq!(got.unwrap(), Queued::Appended);
         let got = tx.try_send_or_merge(Bytes::from_static(b"e"), |last| join(last, b"e"));
-        assert_eq!(got.unwrap(), Queued::Merged);
+        assert_eq!(got.unwrap(), Queued::Merged { grew: 1 });
         buf.clear();
         assert_eq!(rx.recv_many(&mut buf, 10).await, 1);
         assert_eq!(buf, [Bytes::from_static(b"de")]);
@@ -449,7 +451,7 @@ mod tests {
         let got = tx.try_send_or_merge(Bytes::from_static(b"9a"), |last| {
             Some(Bytes::from([last.as_ref(), b"9a"].concat()))
         });
-        assert_eq!(got.unwrap(), Queued::Merged);
+        assert_eq!(got.unwrap(), Queued::Merged { grew: 2 });
     }
 
     #[tokio::test]

@@ -823,12 +823,17 @@ async fn appends_to_a_room_go_on_while_its_compaction_deletes_the_log() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(waiting, "the compaction's delete never waited for the held row");
+    assert!(
+        waiting,
+        "the compaction's delete never waited for the held row"
+    );
     let appended =
         tokio::time::timeout(Duration::from_secs(5), store.append_updates("r", &[b("4")])).await;
     held.rollback().await.unwrap();
     assert_eq!(
-        appended.expect("the append waited for the compaction's delete").unwrap(),
+        appended
+            .expect("the append waited for the compaction's delete")
+            .unwrap(),
         4
     );
     compaction.await.unwrap().unwrap();

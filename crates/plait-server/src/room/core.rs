@@ -776,7 +776,7 @@ impl RoomCore {
     ) {
         let mut slow = Vec::new();
         let mut gone = Vec::new();
-        let (mut sent, mut merged) = (0u64, 0u64);
+        let (mut sent, mut merged, mut grew) = (0u64, 0u64, 0u64);
         for (conn, member) in &self.members {
             if !to(*conn, member) {
                 continue;
@@ -787,13 +787,18 @@ impl RoomCore {
                 .try_send_or_merge(frame.clone(), &mut merge)
             {
                 Ok(Queued::Appended) => sent += 1,
-                Ok(Queued::Merged) => merged += 1,
+                Ok(Queued::Merged { grew: by }) => {
+                    merged += 1;
+                    grew += by as u64;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => slow.push(*conn),
                 Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
             }
         }
         m::hot().messages_out.increment(sent);
-        m::hot().bytes_out.increment(sent * frame.len() as u64);
+        m::hot()
+            .bytes_out
+            .increment(sent * frame.len() as u64 + grew);
         m::hot().updates_coalesced.increment(merged);
         for conn in gone {
             self.leave(conn);
