@@ -79,6 +79,18 @@ fn b(s: &str) -> Bytes {
 }
 
 /// A merge that keeps the new state, like the replacing store of old.
+/// A compaction snapshot covering the log up to `seq`, its data naming the seq.
+fn compaction_at(seq: u64) -> Snapshot {
+    Snapshot {
+        up_to_seq: seq,
+        kind: SnapshotKind::Compaction,
+        data: b(&format!("state@{seq}")),
+        state_vector: b(&format!("sv@{seq}")),
+        created_at_ms: seq as i64,
+        values: None,
+    }
+}
+
 fn replace(_stored: &StoredValue, new: &StoredValue) -> Result<Bytes, String> {
     Ok(new.state.clone())
 }
@@ -144,14 +156,7 @@ async fn compaction_replaces_the_log_it_covers() {
             .append_updates("r", &[b("1"), b("2"), b("3")])
             .await
             .unwrap();
-        let snap = Snapshot {
-            up_to_seq: 2,
-            kind: SnapshotKind::Compaction,
-            data: b("state@2"),
-            state_vector: b("sv@2"),
-            created_at_ms: 5,
-            values: None,
-        };
+        let snap = compaction_at(2);
         store.write_snapshot("r", &snap).await.unwrap();
         let loaded = store.load_room("r").await.unwrap();
         assert_eq!(loaded.snapshot.as_ref(), Some(&snap), "{name}");
@@ -190,18 +195,10 @@ async fn a_stale_compaction_never_replaces_a_newer_one() {
     for (name, store) in stores {
         let log: Vec<Bytes> = (1..=22).map(|i| b(&i.to_string())).collect();
         store.append_updates("r", &log).await.unwrap();
-        let compaction = |seq: u64| Snapshot {
-            up_to_seq: seq,
-            kind: SnapshotKind::Compaction,
-            data: b(&format!("state@{seq}")),
-            state_vector: b("sv"),
-            created_at_ms: seq as i64,
-            values: None,
-        };
-        store.write_snapshot("r", &compaction(20)).await.unwrap();
-        store.write_snapshot("r", &compaction(15)).await.unwrap();
+        store.write_snapshot("r", &compaction_at(20)).await.unwrap();
+        store.write_snapshot("r", &compaction_at(15)).await.unwrap();
         let loaded = store.load_room("r").await.unwrap();
-        assert_eq!(loaded.snapshot, Some(compaction(20)), "{name}");
+        assert_eq!(loaded.snapshot, Some(compaction_at(20)), "{name}");
         let seqs: Vec<u64> = loaded.updates.iter().map(|u| u.seq).collect();
         assert_eq!(seqs, vec![21, 22], "{name}");
         let kept = store.list_snapshots("r").await.unwrap();
@@ -794,14 +791,7 @@ async fn appends_to_a_room_go_on_while_its_compaction_deletes_the_log() {
         .execute(&mut *held)
         .await
         .unwrap();
-    let snap = Snapshot {
-        up_to_seq: 2,
-        kind: SnapshotKind::Compaction,
-        data: b("state@2"),
-        state_vector: b("sv@2"),
-        created_at_ms: 5,
-        values: None,
-    };
+    let snap = compaction_at(2);
     let compaction = tokio::spawn({
         let (store, snap) = (store.clone(), snap.clone());
         async move { store.write_snapshot("r", &snap).await }
