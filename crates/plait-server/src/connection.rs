@@ -595,15 +595,22 @@ pub(crate) fn write_loop(
         let mut ping = tokio::time::interval(config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
-        // Reset by every write of outbox frames; fires only for a connection sent nothing.
+        // Fires a keepalive after `config.keepalive` of silence: when it fires after frames
+        // went out, it is set again from the last of them instead. (Set again on every write,
+        // its timer-wheel update was as costly as the rest of the wake-up's bookkeeping.)
         let keepalive = tokio::time::sleep(config.keepalive.unwrap_or(Duration::MAX));
         tokio::pin!(keepalive);
+        let mut last_sent = tokio::time::Instant::now();
+        // Waits across the loop's turns: made again on each, it registered with the close
+        // signal and left it again for every frame sent.
+        let closed = control.closed();
+        tokio::pin!(closed);
         // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
         let mut batch = Vec::new();
         let failed = loop {
             let close = tokio::select! {
                 biased;
-                close = control.closed() => Some(close),
+                close = &mut closed => Some(close),
                 n = outbox.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         None
@@ -617,9 +624,7 @@ pub(crate) fn write_loop(
                             break failed;
                         }
                         outbox.written(bytes);
-                        if let Some(k) = config.keepalive {
-                            keepalive.as_mut().reset(tokio::time::Instant::now() + k);
-                        }
+                        last_sent = tokio::time::Instant::now();
                         continue;
                     }
                 }
@@ -638,6 +643,11 @@ pub(crate) fn write_loop(
                     }
                 }
                 () = &mut keepalive, if config.keepalive.is_some() => {
+                    let Some(k) = config.keepalive else { continue };
+                    if last_sent + k > tokio::time::Instant::now() {
+                        keepalive.as_mut().reset(last_sent + k);
+                        continue;
+                    }
                     if let Some(frame) = config.keepalive_frame.get() {
                         let deadline = config.deadline(frame.len());
                         let frame = WsMessage::Binary(frame.clone());
@@ -646,9 +656,8 @@ pub(crate) fn write_loop(
                             break failed;
                         }
                     }
-                    if let Some(k) = config.keepalive {
-                        keepalive.as_mut().reset(tokio::time::Instant::now() + k);
-                    }
+                    last_sent = tokio::time::Instant::now();
+                    keepalive.as_mut().reset(last_sent + k);
                     continue;
                 }
             };
