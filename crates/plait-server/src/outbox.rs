@@ -287,9 +287,15 @@ impl OutboxRx {
 
 impl Drop for OutboxRx {
     fn drop(&mut self) {
-        let mut q = self.shared.lock();
-        q.receiver_alive = false;
-        q.frames = VecDeque::new();
+        let writer = {
+            let mut q = self.shared.lock();
+            q.receiver_alive = false;
+            q.frames = VecDeque::new();
+            q.writer.take()
+        };
+        // A waker keeps its task's memory allocated: the writer's, ended, would otherwise be
+        // held until the room lets go of the outbox.
+        drop(writer);
     }
 }
 

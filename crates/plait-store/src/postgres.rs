@@ -288,7 +288,7 @@ impl Store for PgStore {
                 .execute(&self.pool)
                 .await
             {
-                tracing::warn!(room, error = %e, "the log below a compaction was not deleted; the next compaction will");
+                tracing::warn!(room, error = %e, "the log below a compaction was not deleted (it is never loaded); the room's next compaction deletes it");
             }
         }
         Ok(())
