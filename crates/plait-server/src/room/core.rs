@@ -29,8 +29,8 @@ use plait_protocol::message::{
 };
 use plait_protocol::AwarenessEntry;
 use plait_store::{Snapshot, SnapshotKind, StoredRoom};
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info, warn};
+use tokio::sync::oneshot;
+use tracing::{debug, error, warn};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update, WriteTxn};
@@ -39,6 +39,7 @@ use super::cluster::is_remote;
 use super::ledger::{Committed, Ledger};
 
 mod coalesce;
+mod delivery;
 mod values;
 
 use super::{Confirm, Inbound, Member, MemberLink, ADMIN_CONN, DOCUMENT_FULL, MAX_LOG_ROWS_FACTOR};
@@ -47,7 +48,6 @@ use crate::config::{Durability, RoomConfig};
 use crate::conn::{Close, ConnId};
 use crate::docs;
 use crate::metrics as m;
-use crate::outbox::Queued;
 
 /// What the core queued for the bus; the shell publishes it (when there is a bus).
 #[derive(Debug)]
@@ -272,13 +272,13 @@ impl RoomCore {
         }
     }
 
-    /// Removes the awareness states not renewed in time and queues their removal.
     /// The room's tick: lets go of update frames kept for merging that no broadcast has
     /// sent since the tick before (see [`coalesce`]).
     pub(super) fn forget_old_frames(&mut self) {
         self.coalescing.tick();
     }
 
+    /// Removes the awareness states not renewed in time and queues their removal.
     pub(super) fn expire_awareness(&mut self, now: Instant) {
         let expired = self.awareness.expire(now);
         self.broadcast_awareness(&expired);
@@ -734,93 +734,6 @@ impl RoomCore {
             let frame = encode_awareness(&encode_entries(entries.iter()));
             // Closing a slow consumer below may queue its removal: loop until quiet.
             self.broadcast(&frame, None);
-        }
-    }
-
-    /// Sends one frame to one member; a full outbox closes it as a slow consumer.
-    pub(super) fn send(&mut self, conn: ConnId, frame: Bytes) {
-        let Some(member) = self.members.get(&conn) else {
-            return;
-        };
-        let len = frame.len();
-        match member.link.outbox.try_send(frame) {
-            Ok(()) => {
-                m::hot().messages_out.increment(1);
-                m::hot().bytes_out.increment(len as u64);
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => self.drop_slow(vec![conn]),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.leave(conn),
-        }
-    }
-
-    /// Sends the same bytes to every member but `skip`. Members whose outbox is full are
-    /// closed: an update is never skipped silently for anyone who stays connected.
-    pub(super) fn broadcast(&mut self, frame: &Bytes, skip: Option<ConnId>) {
-        self.broadcast_where(frame, |conn, _| Some(conn) != skip);
-    }
-
-    /// As [`Room::broadcast`], to the members for which `to` holds.
-    pub(super) fn broadcast_where(&mut self, frame: &Bytes, to: impl Fn(ConnId, &Member) -> bool) {
-        self.fan_out(frame, to, |_| None);
-    }
-
-    /// Queues `frame` for every member for which `to` holds, or, where `merge` turns the
-    /// member's last queued frame into one carrying both, replaces that frame
-    /// ([`crate::outbox::Outbox::try_send_or_merge`]). Members whose outbox is full are
-    /// closed: a frame is never skipped silently for anyone who stays connected.
-    fn fan_out(
-        &mut self,
-        frame: &Bytes,
-        to: impl Fn(ConnId, &Member) -> bool,
-        mut merge: impl FnMut(&Bytes) -> Option<Bytes>,
-    ) {
-        let mut slow = Vec::new();
-        let mut gone = Vec::new();
-        let (mut sent, mut merged, mut grew) = (0u64, 0u64, 0u64);
-        for (conn, member) in &self.members {
-            if !to(*conn, member) {
-                continue;
-            }
-            match member
-                .link
-                .outbox
-                .try_send_or_merge(frame.clone(), &mut merge)
-            {
-                Ok(Queued::Appended) => sent += 1,
-                Ok(Queued::Merged { grew: by }) => {
-                    merged += 1;
-                    grew += by as u64;
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*conn),
-                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*conn),
-            }
-        }
-        m::hot().messages_out.increment(sent);
-        m::hot()
-            .bytes_out
-            .increment(sent * frame.len() as u64 + grew);
-        m::hot().updates_coalesced.increment(merged);
-        for conn in gone {
-            self.leave(conn);
-        }
-        if !slow.is_empty() {
-            self.drop_slow(slow);
-        }
-    }
-
-    pub(super) fn drop_slow(&mut self, conns: Vec<ConnId>) {
-        for conn in conns {
-            info!(conn, "closing slow consumer");
-            metrics::counter!(m::SLOW_CONSUMER_CLOSES).increment(1);
-            self.close(conn, Close::SLOW_CONSUMER);
-        }
-    }
-
-    /// Removes a member and tells its connection to close with `reason`.
-    pub(super) fn close(&mut self, conn: ConnId, reason: Close) {
-        if let Some(member) = self.members.remove(&conn) {
-            member.link.control.close(reason);
-            self.after_removal(conn);
         }
     }
 
