@@ -546,13 +546,18 @@ impl Store for PgStore {
     }
 
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, Error> {
+        // Only the log after the newest snapshot, as a load reads it: the rows below it stay
+        // until the compaction's delete, which runs after the snapshot commits (or the next
+        // compaction's, if that one failed).
         let rows = sqlx::query(
-            "SELECT r.name, r.last_seq, r.updated_at_ms, \
-               (SELECT count(*) FROM updates u WHERE u.room = r.name) AS n_updates, \
-               (SELECT coalesce(sum(length(u.data)), 0) FROM updates u WHERE u.room = r.name)::BIGINT \
-                 + coalesce((SELECT length(s.data) FROM snapshots s WHERE s.room = r.name \
-                   ORDER BY s.up_to_seq DESC, s.id DESC LIMIT 1), 0)::BIGINT AS stored_bytes \
-             FROM rooms r ORDER BY r.name",
+            "SELECT r.name, r.last_seq, r.updated_at_ms, log.n AS n_updates, \
+               (log.bytes + coalesce(s.bytes, 0))::BIGINT AS stored_bytes \
+             FROM rooms r \
+             LEFT JOIN LATERAL (SELECT s.up_to_seq, length(s.data) AS bytes FROM snapshots s \
+               WHERE s.room = r.name ORDER BY s.up_to_seq DESC, s.id DESC LIMIT 1) s ON true \
+             CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(length(u.data)), 0) AS bytes \
+               FROM updates u WHERE u.room = r.name AND u.seq > coalesce(s.up_to_seq, 0)) log \
+             ORDER BY r.name",
         )
         .fetch_all(&self.pool)
         .await?;
