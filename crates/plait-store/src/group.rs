@@ -1,9 +1,8 @@
 //! Group commit: appends from every room gathered into one transaction at most.
 //!
 //! Each commit costs a synchronous disk flush (SQLite's fsync, PostgreSQL's WAL flush), so rooms
-//! that commit at the same moment share one. A single task per store drains the queue (on
-//! SQLite, on a thread of its own); rooms wait for their own reply, so strict durability is
-//! unchanged.
+//! that commit at the same moment share one. A single task per store drains the queue; rooms
+//! wait for their own reply, so strict durability is unchanged.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -108,25 +107,6 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     pub(crate) fn spawn(writer: impl GroupWriter) -> Self {
         Self::spawn_with(writer, MAX_GROUP_BYTES)
-    }
-
-    /// [`GroupCommit::spawn`], but the task runs on a thread of its own, named `name`.
-    ///
-    /// For a writer whose database answers from a thread outside the runtime (sqlx's SQLite
-    /// connection): that thread's wake-up of a task on the runtime waited for a worker busy
-    /// with the rooms' and connections' tasks, and every room in the group waited with it.
-    /// Under strict durability in 100 rooms a group took 1.0–1.3 ms here against 1.2–1.5 ms
-    /// as a task, and the rooms committed 6% more updates per second (bench/README, tenth
-    /// round). The thread ends with the task, when every sender is gone.
-    pub(crate) fn spawn_on_own_thread(name: &str, writer: impl GroupWriter) -> Result<Self, Error> {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || runtime.block_on(run(writer, rx, MAX_GROUP_BYTES)))?;
-        Ok(GroupCommit { queue })
     }
 
     /// [`GroupCommit::spawn`] with another byte bound per group (tests).
