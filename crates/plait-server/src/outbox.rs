@@ -306,6 +306,38 @@ const KEPT_CAPACITY: usize = 8;
 mod tests {
     use super::*;
 
+    /// A waiting writer's waker holds its task's memory: when the writer ends, the outbox's
+    /// receiving side lets go of it then, not when the room drops the sending side.
+    #[test]
+    fn a_dropped_receiver_lets_go_of_its_writers_waker() {
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Arc::new(Task);
+        let waker = Waker::from(task.clone());
+        let (tx, mut rx) = channel(8, 1 << 20);
+        let mut buf = Vec::new();
+        {
+            let waiting = std::pin::pin!(rx.recv_many(&mut buf, 8));
+            let mut cx = std::task::Context::from_waker(&waker);
+            assert!(std::future::Future::poll(waiting, &mut cx).is_pending());
+        }
+        drop(waker);
+        assert_eq!(
+            Arc::strong_count(&task),
+            2,
+            "the waiting writer's waker is kept"
+        );
+        drop(rx);
+        assert_eq!(
+            Arc::strong_count(&task),
+            1,
+            "the ended writer's waker is still held"
+        );
+        drop(tx);
+    }
+
     #[tokio::test]
     async fn bounds_bytes_but_never_refuses_into_an_empty_outbox() {
         let (tx, mut rx) = channel(100, 10);
