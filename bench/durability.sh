@@ -15,7 +15,8 @@
 # Environment: STORES="sqlite postgres", MODES="strict relaxed", LAYOUTS="one-room per-room",
 # WRITERS="1 10 100", DURATION=10, PG="postgres://postgres@127.0.0.1:5432" (server for the
 # temporary databases; psql must reach it as -h 127.0.0.1 -U postgres), KEEP_TMP=1,
-# PLAIT_BIN (the server binary to measure; the tree's release build by default).
+# PLAIT_BIN (the server binary to measure; the tree's release build by default), TMPDIR (the
+# file system the SQLite databases are written to; /tmp by default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +35,7 @@ ulimit -n "$(ulimit -Hn)"
 
 echo "== building plait and plait-bench (release)"
 cargo build --release -p plait -p plait-bench 2>&1 | tail -n 2
-TMP=$(mktemp -d /tmp/plait-durability.XXXXXX)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/plait-durability.XXXXXX")
 # Private copies: a rebuild in the shared target/ during the run must not swap binaries.
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 # PLAIT_BIN=path/to/old/plait measures another build (e.g. the commit before a change) with
