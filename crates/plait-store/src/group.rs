@@ -35,6 +35,10 @@ pub(crate) trait GroupWriter: Send + Sync + 'static {
     /// `&mut self`: the group-commit task is the only caller, so a writer may keep a
     /// connection of its own.
     async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error>;
+
+    /// Work between groups, once the last group's rooms have their replies: a store's
+    /// housekeeping that must not delay them. Nothing by default.
+    async fn after_group(&mut self) {}
 }
 
 /// A group laid out for one multi-room statement per step: each room once, with the number of
@@ -160,6 +164,7 @@ async fn run(
             // order.
             group.sort_by(|a, b| a.room.cmp(&b.room));
             commit(&mut writer, group).await;
+            writer.after_group().await;
         }
     }
 }
