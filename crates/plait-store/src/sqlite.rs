@@ -101,13 +101,9 @@ struct Recent {
 #[async_trait]
 impl GroupWriter for SqliteGroupWriter {
     async fn commit_group(&mut self, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
-        let seqs = commit_group(&self.writer, group).await?;
-        for update in group.iter().flat_map(|req| req.updates.iter()) {
-            if update.len() < WRITTEN_DIRECT_BYTES {
-                self.recent.rows += 1;
-                self.recent.bytes += update.len() as u64;
-            }
-        }
+        let (seqs, added) = commit_group(&self.writer, group).await?;
+        self.recent.rows += added.rows;
+        self.recent.bytes += added.bytes;
         Ok(seqs)
     }
 
@@ -174,12 +170,20 @@ async fn move_recent(writer: &Writer) -> Result<(), Error> {
 /// alone, and spills it to a temporary file past 64 KiB: for strict durability in 100 rooms
 /// that was as many `pwrite`s as the WAL itself. A failed statement here fails the whole
 /// group, whose transaction is rolled back, so there is nothing to undo a statement for.
-async fn commit_group(writer: &Writer, group: &[&AppendRequest]) -> Result<Vec<u64>, Error> {
+/// Returns each request's last seq, and what the group added to `updates_recent`.
+async fn commit_group(
+    writer: &Writer,
+    group: &[&AppendRequest],
+) -> Result<(Vec<u64>, Recent), Error> {
     let now = now_ms();
     let layout = Layout::new(group);
     let (direct, recent): (Vec<_>, Vec<_>) = layout
         .updates()
         .partition(|(_, _, data)| data.len() >= WRITTEN_DIRECT_BYTES);
+    let added = Recent {
+        rows: recent.len() as u64,
+        bytes: recent.iter().map(|(_, _, data)| data.len() as u64).sum(),
+    };
     let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "BEGIN; INSERT OR FAIL INTO rooms (name, last_seq, updated_at_ms) ",
     );
@@ -227,7 +231,8 @@ async fn commit_group(writer: &Writer, group: &[&AppendRequest]) -> Result<Vec<u
         .iter()
         .map(|row| (row.get("name"), row.get("last_seq")))
         .collect();
-    layout.request_seqs(|room| lasts.get(room).copied())
+    let seqs = layout.request_seqs(|room| lasts.get(room).copied())?;
+    Ok((seqs, added))
 }
 
 /// `room`'s log after `after_seq`, of updates written at or before `until_ms`, in seq order,

@@ -21,9 +21,8 @@ async fn raw(path: &str) -> SqlitePool {
 /// order, and the log goes on from the room's last seq.
 #[tokio::test]
 async fn a_log_written_before_the_room_order_migration_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = temp_db("old");
+    let path = path.as_str();
     {
         let pool = raw(path).await;
         let mut migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -94,9 +93,8 @@ async fn a_log_written_before_the_room_order_migration_is_kept() {
 /// does not move.
 #[tokio::test]
 async fn a_group_that_fails_part_way_stores_none_of_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = temp_db("p");
+    let path = path.as_str();
     let store = SqliteStore::open(path, SyncMode::Full).await.unwrap();
     store
         .append_updates("a", &[Bytes::from_static(b"a1")])
@@ -137,6 +135,14 @@ async fn a_group_that_fails_part_way_stores_none_of_it() {
             .unwrap(),
         2
     );
+}
+
+/// A database file `name` in a new temporary directory (removed when the guard drops).
+fn temp_db(name: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.db"));
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
 }
 
 /// Rows in each table, of one room.
@@ -196,9 +202,8 @@ async fn settle(store: &SqliteStore) {
 /// deleted room written again.
 #[tokio::test]
 async fn a_log_split_between_recent_and_room_ordered_rows_reads_whole_and_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("split.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = temp_db("split");
+    let path = path.as_str();
     let store = SqliteStore::open(path, SyncMode::Normal).await.unwrap();
     let pool = raw(path).await;
     let big = Bytes::from(vec![7u8; 5_000]);
@@ -286,9 +291,8 @@ async fn a_log_split_between_recent_and_room_ordered_rows_reads_whole_and_in_ord
 /// moving them) reads them, counts them, and moves them with its own.
 #[tokio::test]
 async fn rows_left_waiting_by_another_process_are_read_and_moved() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("left.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = temp_db("left");
+    let path = path.as_str();
     {
         let store = SqliteStore::open(path, SyncMode::Normal).await.unwrap();
         append_numbered(&store, "a", 1..=1_900).await;
@@ -312,9 +316,8 @@ async fn rows_left_waiting_by_another_process_are_read_and_moved() {
 /// compaction of the room clears the way for the next move.
 #[tokio::test]
 async fn a_move_that_meets_a_taken_seq_fails_without_stopping_appends() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("taken.db");
-    let path = path.to_str().unwrap();
+    let (_dir, path) = temp_db("taken");
+    let path = path.as_str();
     let store = SqliteStore::open(path, SyncMode::Normal).await.unwrap();
     let pool = raw(path).await;
     sqlx::query("INSERT INTO updates (room, seq, data, created_at_ms) VALUES ('b', 2, x'00', 0)")
