@@ -27,13 +27,16 @@ start_plait() {
 }
 
 # start_kind KIND PORT: starts the server under test in the background (its PID in $!):
-# `relay` (plait-bench's raw relay), `plait` (this checkout's release build), `before` (the
+# `relay` (plait-bench's raw relay), `plait` (this checkout's release build; `plait-relaxed`
+# the same with relaxed durability, to set beside servers that keep nothing), `before` (the
 # plait binary $BEFORE names, to compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0
 # in memory; the caller installs bench/hocuspocus). Needs BENCH and TMP (setup_run).
 start_kind() {
   case $1 in
     relay) "$BENCH" relay --port "$2" >"$TMP/relay.log" 2>&1 & ;;
     plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
+    plait-relaxed) DURABILITY=relaxed-may-lose-recent-edits \
+      start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     before) start_plait "$BEFORE" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     hocuspocus) HOST=127.0.0.1 PORT=$2 node "$ROOT/bench/hocuspocus/server.mjs" >"$TMP/hocus.log" 2>&1 & ;;
     *) echo "unknown kind $1" >&2; exit 2 ;;

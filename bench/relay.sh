@@ -2,9 +2,12 @@
 # The physical limit (issue 17): fan-out through the raw relay (`plait-bench relay`: rooms by
 # path, every frame to the room's other connections, no yrs, no store) beside plait (SQLite,
 # strict durability), same generator, same run, interleaved ROUNDS times. Prints one JSON
-# record per measurement and writes them to bench/results/<date>-relay.jsonl.
+# record per measurement, writes them to bench/results/<date>-relay.jsonl, and ends with a
+# table of each server's medians over the rounds and their ratios to the relay's
+# (bench/relay_summary.py).
 #
-#   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds
+#   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds; the relay,
+#                                  plait strict and plait relaxed
 #   CLIENTS=2000 ROUNDS=3 bench/relay.sh
 #   KINDS="relay plait hocuspocus" bench/relay.sh    Hocuspocus 4.7.0 (in memory) beside them
 #   BEFORE=/path/to/old/plait KINDS="before plait" bench/relay.sh   an older build, same run
@@ -16,12 +19,13 @@ source bench/common.sh
 CLIENTS=${CLIENTS:-500}
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-8}
-KINDS=${KINDS:-"relay plait"}
+KINDS=${KINDS:-"relay plait plait-relaxed"}
 MODES=${MODES:-"rate closed"}
 if [[ " $KINDS " == *" hocuspocus "* ]]; then
   (cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 setup_run relay
+SKIP=$( [[ -f $OUT ]] && wc -l <"$OUT" || echo 0 )
 PORT=17600
 for round in $(seq 1 "$ROUNDS"); do
   for kind in $KINDS; do
@@ -40,3 +44,4 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round done" >&2
 done
 echo "records in $OUT" >&2
+python3 bench/relay_summary.py "$OUT" --skip "$SKIP"

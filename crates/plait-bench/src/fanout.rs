@@ -191,6 +191,7 @@ async fn one(ctx: &Ctx, o: &Opts, n: usize, closed: bool) -> Result<()> {
     m.insert("connect_s".into(), num(connect_s));
     m.insert("edits".into(), json!(sent));
     m.insert("deliveries".into(), json!(all.deliveries));
+    crate::stats::per_delivery(&mut m, all.deliveries);
     m.insert("deliveries_expected".into(), json!(expected));
     m.insert(
         "deliveries_missing".into(),

@@ -144,6 +144,7 @@ async fn rooms_one(ctx: &Ctx, o: &RoomsOpts, r: usize, capped: bool) -> Result<(
     m.insert("connect_s".into(), num(connect_s));
     m.insert("edits".into(), json!(sent));
     m.insert("deliveries".into(), json!(all.deliveries));
+    crate::stats::per_delivery(&mut m, all.deliveries);
     m.insert("p50_ms".into(), num(all.hist.p_ms(0.5)));
     m.insert("p99_ms".into(), num(all.hist.p_ms(0.99)));
     m.insert("max_ms".into(), num(all.hist.max_ms()));

@@ -118,7 +118,10 @@ impl Histogram {
 /// CPU seconds (user + system) and resident memory of one process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
+    /// User plus system time.
     pub cpu_s: f64,
+    pub user_s: f64,
+    pub sys_s: f64,
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub threads: u64,
@@ -142,12 +145,7 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
         None => "/proc/self".to_owned(),
     };
     let stat = std::fs::read_to_string(format!("{base}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields[0] is field 3 (state); utime is field 14, stime 15, num_threads 20.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let threads: u64 = fields.get(17)?.parse().ok()?;
+    let (utime, stime, threads) = parse_stat(&stat)?;
     let status = std::fs::read_to_string(format!("{base}/status")).ok()?;
     let kib = |key: &str| -> u64 {
         status
@@ -157,12 +155,46 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
+    let tck = clk_tck();
     Some(ProcSample {
-        cpu_s: (utime + stime) / clk_tck(),
+        cpu_s: (utime + stime) as f64 / tck,
+        user_s: utime as f64 / tck,
+        sys_s: stime as f64 / tck,
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
         threads,
     })
+}
+
+/// User time and system time in clock ticks, and the number of threads, from the text of
+/// `/proc/<pid>/stat` (the command name may hold spaces and parentheses: fields are counted
+/// from its last `)`).
+fn parse_stat(stat: &str) -> Option<(u64, u64, u64)> {
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // fields[0] is field 3 (state); utime is field 14, stime 15, num_threads 20.
+    let utime = fields.get(11)?.parse().ok()?;
+    let stime = fields.get(12)?.parse().ok()?;
+    let threads = fields.get(17)?.parse().ok()?;
+    Some((utime, stime, threads))
+}
+
+/// Adds the server's CPU per delivered frame, in µs, to a record that has `server_cpu_s`,
+/// `server_user_s` and `server_sys_s`: `server_us_per_delivery` and its user and system parts
+/// (the system part is mostly the kernel's loopback sends, the floor any server pays).
+pub fn per_delivery(m: &mut serde_json::Map<String, serde_json::Value>, deliveries: u64) {
+    if deliveries == 0 {
+        return;
+    }
+    for (from, to) in [
+        ("server_cpu_s", "server_us_per_delivery"),
+        ("server_user_s", "server_user_us_per_delivery"),
+        ("server_sys_s", "server_sys_us_per_delivery"),
+    ] {
+        if let Some(s) = m.get(from).and_then(serde_json::Value::as_f64) {
+            m.insert(to.into(), num(s * 1e6 / deliveries as f64));
+        }
+    }
 }
 
 /// Server and generator usage over one measured phase.
@@ -184,7 +216,8 @@ impl Usage {
         }
     }
 
-    /// Adds `server_cpu_s`, `server_cpu_pct`, `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct`
+    /// Adds `server_cpu_s` (and its parts `server_user_s`, `server_sys_s`), `server_cpu_pct`,
+    /// `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct`
     /// and `wall_s` to `m`.
     pub fn finish(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
         let wall = self.t0.elapsed().as_secs_f64();
@@ -198,6 +231,8 @@ impl Usage {
         if let (Some(pid), Some(s0)) = (self.server_pid, self.server0) {
             if let Some(s1) = sample(Some(pid)) {
                 m.insert("server_cpu_s".into(), num(s1.cpu_s - s0.cpu_s));
+                m.insert("server_user_s".into(), num(s1.user_s - s0.user_s));
+                m.insert("server_sys_s".into(), num(s1.sys_s - s0.sys_s));
                 m.insert(
                     "server_cpu_pct".into(),
                     num(100.0 * (s1.cpu_s - s0.cpu_s) / wall),
@@ -221,6 +256,33 @@ pub fn num(v: f64) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command name with spaces and a parenthesis does not shift the fields; user, system
+    /// and threads come from fields 14, 15 and 20.
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 2106 0 0 0 \
+                    731 219 0 0 20 0 6 0 123456 1048576 4321 18446744073709551615";
+        assert_eq!(parse_stat(stat), Some((731, 219, 6)));
+        assert_eq!(parse_stat("4242 (cut short) S 1"), None);
+    }
+
+    /// CPU per delivery in µs, each part from its own total; nothing for no deliveries.
+    #[test]
+    fn cpu_per_delivery_splits_user_and_system() {
+        let mut m = serde_json::Map::new();
+        m.insert("server_cpu_s".into(), num(3.0));
+        m.insert("server_user_s".into(), num(1.0));
+        m.insert("server_sys_s".into(), num(2.0));
+        per_delivery(&mut m, 500_000);
+        assert_eq!(m["server_us_per_delivery"], num(6.0));
+        assert_eq!(m["server_user_us_per_delivery"], num(2.0));
+        assert_eq!(m["server_sys_us_per_delivery"], num(4.0));
+        let mut empty = serde_json::Map::new();
+        empty.insert("server_cpu_s".into(), num(3.0));
+        per_delivery(&mut empty, 0);
+        assert_eq!(empty.len(), 1);
+    }
 
     #[test]
     fn histogram_quantiles_are_close() {

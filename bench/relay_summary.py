@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
+per delivery (user + system, and each part), p50, p99 and deliveries/s, and each median's
+ratio to the relay's. Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
+earlier runs into the same file)."""
+
+import argparse
+import json
+import statistics
+
+COLUMNS = [
+    ("server_us_per_delivery", "CPU/delivery µs"),
+    ("server_user_us_per_delivery", "user µs"),
+    ("server_sys_us_per_delivery", "system µs"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("deliveries_per_s", "deliveries/s"),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("records")
+    ap.add_argument("--skip", type=int, default=0)
+    args = ap.parse_args()
+    runs = {}
+    with open(args.records) as f:
+        for line in list(f)[args.skip:]:
+            r = json.loads(line)
+            runs.setdefault((r["scenario"], r["server"]), []).append(r["metrics"])
+    for scenario in sorted({s for s, _ in runs}):
+        servers = [k for (s, k) in runs if s == scenario]
+        medians = {}
+        for server in servers:
+            ms = runs[(scenario, server)]
+            medians[server] = {
+                key: statistics.median(m[key] for m in ms) if all(key in m for m in ms) else None
+                for key, _ in COLUMNS
+            }
+        relay = medians.get("relay")
+        print(f"\n{scenario} (medians over rounds; ratio to the relay's median in brackets)\n")
+        print("| server | rounds | " + " | ".join(label for _, label in COLUMNS) + " |")
+        print("|---|---|" + "---|" * len(COLUMNS))
+        for server in servers:
+            cells = []
+            for key, _ in COLUMNS:
+                v = medians[server][key]
+                if v is None:
+                    cells.append("")
+                    continue
+                cell = f"{v:,.3g}" if v < 1000 else f"{v:,.0f}"
+                base = relay and relay.get(key)
+                if base and server != "relay":
+                    cell += f" ({v / base:.2f}×)"
+                cells.append(cell)
+            print(f"| {server} | {len(runs[(scenario, server)])} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
