@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
@@ -545,16 +546,23 @@ enum WriteFailed {
     Timeout,
 }
 
-/// Runs one write to the socket under `deadline`.
+/// Runs one write to the socket under the deadline `deadline` gives. Most writes end at once,
+/// the socket taking the bytes: those set no timer and read no clock (a timer per write was
+/// about a tenth of the writer's user time per delivery); the deadline is set, counted from
+/// then, when the socket first makes the write wait.
 async fn write_within(
-    deadline: tokio::time::Instant,
+    deadline: impl FnOnce() -> tokio::time::Instant,
     write: impl std::future::Future<Output = Result<(), axum::Error>>,
 ) -> Result<(), WriteFailed> {
-    match tokio::time::timeout_at(deadline, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(WriteFailed::Error),
-        Err(_) => Err(WriteFailed::Timeout),
-    }
+    let mut write = std::pin::pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let written = match first {
+        Poll::Ready(written) => written,
+        Poll::Pending => tokio::time::timeout_at(deadline(), write)
+            .await
+            .map_err(|_| WriteFailed::Timeout)?,
+    };
+    written.map_err(|_| WriteFailed::Error)
 }
 
 /// Feeds `frames` to the socket and flushes them, each step under its own deadline, so the
@@ -569,11 +577,11 @@ async fn write_frames(
     let mut previous = 0;
     for frame in frames {
         let len = frame.len();
-        let deadline = config.deadline(previous + len);
+        let deadline = || config.deadline(previous + len);
         write_within(deadline, sink.feed(WsMessage::Binary(frame))).await?;
         previous = len;
     }
-    write_within(config.deadline(previous), sink.flush()).await
+    write_within(|| config.deadline(previous), sink.flush()).await
 }
 
 /// Drains the outbox into the socket, feeding every queued frame before one flush, and sends
@@ -601,16 +609,12 @@ pub(crate) fn write_loop(
         let keepalive = tokio::time::sleep(config.keepalive.unwrap_or(Duration::MAX));
         tokio::pin!(keepalive);
         let mut last_sent = tokio::time::Instant::now();
-        // Waits across the loop's turns: made again on each, it registered with the close
-        // signal and left it again for every frame sent.
-        let closed = control.closed();
-        tokio::pin!(closed);
         // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
         let mut batch = Vec::new();
         let failed = loop {
             let close = tokio::select! {
                 biased;
-                close = &mut closed => Some(close),
+                close = std::future::poll_fn(|cx| control.poll_closed(cx)) => Some(close),
                 n = outbox.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         None
@@ -635,7 +639,7 @@ pub(crate) fn write_loop(
                         Some(DEAD_PEER)
                     } else {
                         let ping = sink.send(WsMessage::Ping(Bytes::new()));
-                        let write = Box::pin(write_within(config.deadline(0), ping));
+                        let write = Box::pin(write_within(|| config.deadline(0), ping));
                         if let Err(failed) = write.await {
                             break failed;
                         }
@@ -649,7 +653,8 @@ pub(crate) fn write_loop(
                         continue;
                     }
                     if let Some(frame) = config.keepalive_frame.get() {
-                        let deadline = config.deadline(frame.len());
+                        let len = frame.len();
+                        let deadline = || config.deadline(len);
                         let frame = WsMessage::Binary(frame.clone());
                         let write = Box::pin(write_within(deadline, sink.send(frame)));
                         if let Err(failed) = write.await {

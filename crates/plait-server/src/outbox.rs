@@ -15,9 +15,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::Notify;
 
@@ -32,9 +33,12 @@ pub(crate) struct CloseSignal(Arc<CloseSlot>);
 #[derive(Debug, Default)]
 struct CloseSlot {
     reason: OnceLock<Close>,
-    /// Wakes every task waiting in [`CloseSignal::closed`]: the writer and the reader both
-    /// wait on it.
+    /// Wakes every task waiting in [`CloseSignal::closed`] (the reader, and whoever else
+    /// waits for the close).
     notify: Notify,
+    /// The writer, waiting in [`CloseSignal::poll_closed`]: it looks on every turn of its
+    /// loop, once per frame written, and a `Notify` takes a lock each time it is polled.
+    writer: AtomicWaker,
 }
 
 impl CloseSignal {
@@ -42,6 +46,21 @@ impl CloseSignal {
     pub(crate) fn close(&self, reason: Close) {
         if self.0.reason.set(reason).is_ok() {
             self.0.notify.notify_waiters();
+            self.0.writer.wake();
+        }
+    }
+
+    /// The reason, once one is set; until then wakes the task polling it (only one task,
+    /// the connection's writer, may) when one is.
+    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Close> {
+        if let Some(reason) = self.0.reason.get() {
+            return Poll::Ready(*reason);
+        }
+        self.0.writer.register(cx.waker());
+        // Looked at again: a close between the first look and the registration woke no one.
+        match self.0.reason.get() {
+            Some(reason) => Poll::Ready(*reason),
+            None => Poll::Pending,
         }
     }
 
@@ -418,16 +437,21 @@ mod tests {
         assert!(signal.is_closed());
     }
 
-    /// The reader and the writer both wait for the close; both wake.
+    /// The reader and the writer both wait for the close (the writer through
+    /// `poll_closed`); all wake.
     #[tokio::test]
     async fn every_waiter_sees_the_close() {
         let signal = CloseSignal::default();
-        let waiters: Vec<_> = (0..2)
+        let mut waiters: Vec<_> = (0..2)
             .map(|_| {
                 let s = signal.clone();
                 tokio::spawn(async move { s.closed().await })
             })
             .collect();
+        let writer = signal.clone();
+        waiters.push(tokio::spawn(async move {
+            std::future::poll_fn(|cx| writer.poll_closed(cx)).await
+        }));
         tokio::task::yield_now().await;
         assert!(!signal.is_closed());
         signal.close(Close::GOING_AWAY);
