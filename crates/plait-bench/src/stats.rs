@@ -217,8 +217,7 @@ impl Usage {
     }
 
     /// Adds `server_cpu_s` (and its parts `server_user_s`, `server_sys_s`), `server_cpu_pct`,
-    /// `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct`
-    /// and `wall_s` to `m`.
+    /// `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct` and `wall_s` to `m`.
     pub fn finish(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
         let wall = self.t0.elapsed().as_secs_f64();
         let gen1 = sample(None).unwrap_or_default();
