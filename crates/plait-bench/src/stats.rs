@@ -118,8 +118,6 @@ impl Histogram {
 /// CPU seconds (user + system) and resident memory of one process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
-    /// User plus system time.
-    pub cpu_s: f64,
     pub user_s: f64,
     pub sys_s: f64,
     pub rss_kib: u64,
@@ -157,13 +155,19 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
     };
     let tck = clk_tck();
     Some(ProcSample {
-        cpu_s: (utime + stime) as f64 / tck,
         user_s: utime as f64 / tck,
         sys_s: stime as f64 / tck,
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
         threads,
     })
+}
+
+impl ProcSample {
+    /// User plus system time.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.sys_s
+    }
 }
 
 /// User time and system time in clock ticks, and the number of threads, from the text of
@@ -222,19 +226,19 @@ impl Usage {
         let wall = self.t0.elapsed().as_secs_f64();
         let gen1 = sample(None).unwrap_or_default();
         m.insert("wall_s".into(), num(wall));
-        m.insert("gen_cpu_s".into(), num(gen1.cpu_s - self.gen0.cpu_s));
+        m.insert("gen_cpu_s".into(), num(gen1.cpu_s() - self.gen0.cpu_s()));
         m.insert(
             "gen_cpu_pct".into(),
-            num(100.0 * (gen1.cpu_s - self.gen0.cpu_s) / wall),
+            num(100.0 * (gen1.cpu_s() - self.gen0.cpu_s()) / wall),
         );
         if let (Some(pid), Some(s0)) = (self.server_pid, self.server0) {
             if let Some(s1) = sample(Some(pid)) {
-                m.insert("server_cpu_s".into(), num(s1.cpu_s - s0.cpu_s));
+                m.insert("server_cpu_s".into(), num(s1.cpu_s() - s0.cpu_s()));
                 m.insert("server_user_s".into(), num(s1.user_s - s0.user_s));
                 m.insert("server_sys_s".into(), num(s1.sys_s - s0.sys_s));
                 m.insert(
                     "server_cpu_pct".into(),
-                    num(100.0 * (s1.cpu_s - s0.cpu_s) / wall),
+                    num(100.0 * (s1.cpu_s() - s0.cpu_s()) / wall),
                 );
                 m.insert("server_rss_kib".into(), serde_json::json!(s1.rss_kib));
                 m.insert("server_rss_peak_kib".into(), serde_json::json!(s1.hwm_kib));

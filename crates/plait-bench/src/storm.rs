@@ -230,12 +230,12 @@ async fn settle(ctx: &Ctx) {
     };
     let until = Instant::now() + Duration::from_secs(10);
     let mut prev = crate::stats::sample(Some(pid))
-        .map(|s| s.cpu_s)
+        .map(|s| s.cpu_s())
         .unwrap_or(0.0);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let cur = crate::stats::sample(Some(pid))
-            .map(|s| s.cpu_s)
+            .map(|s| s.cpu_s())
             .unwrap_or(0.0);
         if cur - prev < 0.02 {
             return;

@@ -547,9 +547,9 @@ enum WriteFailed {
 }
 
 /// Runs one write to the socket under the deadline `deadline` gives. Most writes end at once,
-/// the socket taking the bytes: those set no timer and read no clock (two timers and two
-/// clock reads per frame, for a deadline that almost never fires); the deadline is set,
-/// counted from then, when the socket first makes the write wait.
+/// the socket taking the bytes: those build no timer and read no clock (per frame that was
+/// two clock reads and two timer entries, for a deadline that almost never fires); the
+/// deadline is set, counted from then, when the socket first makes the write wait.
 async fn write_within(
     deadline: impl FnOnce() -> tokio::time::Instant,
     write: impl std::future::Future<Output = Result<(), axum::Error>>,
