@@ -600,15 +600,20 @@ pub(crate) fn write_loop(
     config: WriterConfig,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let mut ping = tokio::time::interval(config.ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        // Fires a keepalive after `config.keepalive` of silence: when it fires after frames
-        // went out, it is set again from the last of them instead. (Set again on every write,
-        // its timer-wheel update was as costly as the rest of the wake-up's bookkeeping.)
-        let keepalive = tokio::time::sleep(config.keepalive.unwrap_or(Duration::MAX));
-        tokio::pin!(keepalive);
-        let mut last_sent = tokio::time::Instant::now();
+        // One timer for the pings and the keepalive: it fires at whichever is due first, and
+        // each is checked when it fires. (A timer each was two polls on every turn of the
+        // loop, once per frame written.) A keepalive is due `config.keepalive` after the last
+        // frame sent; frames sent meanwhile only move it when the timer fires.
+        let now = tokio::time::Instant::now();
+        let mut next_ping = now + config.ping_interval;
+        let mut last_sent = now;
+        let next_keepalive =
+            |last_sent: tokio::time::Instant| config.keepalive.map(|k| last_sent + k);
+        let due = |next_ping, last_sent| {
+            next_keepalive(last_sent).map_or(next_ping, |k| k.min(next_ping))
+        };
+        let timer = tokio::time::sleep_until(due(next_ping, last_sent));
+        tokio::pin!(timer);
         // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
         let mut batch = Vec::new();
         let failed = loop {
@@ -632,38 +637,37 @@ pub(crate) fn write_loop(
                         continue;
                     }
                 }
-                _ = ping.tick() => {
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
                     let silent_ms = (config.epoch.elapsed().as_millis() as u64)
                         .saturating_sub(config.last_heard.load(Ordering::Relaxed));
-                    if silent_ms > 2 * config.ping_interval.as_millis() as u64 {
+                    let ping_due = now >= next_ping;
+                    if ping_due && silent_ms > 2 * config.ping_interval.as_millis() as u64 {
                         Some(DEAD_PEER)
                     } else {
-                        let ping = sink.send(WsMessage::Ping(Bytes::new()));
-                        let write = Box::pin(write_within(|| config.deadline(0), ping));
-                        if let Err(failed) = write.await {
-                            break failed;
+                        if ping_due {
+                            let ping = sink.send(WsMessage::Ping(Bytes::new()));
+                            let write = Box::pin(write_within(|| config.deadline(0), ping));
+                            if let Err(failed) = write.await {
+                                break failed;
+                            }
+                            next_ping = now + config.ping_interval;
                         }
+                        if next_keepalive(last_sent).is_some_and(|k| k <= now) {
+                            if let Some(frame) = config.keepalive_frame.get() {
+                                let len = frame.len();
+                                let deadline = || config.deadline(len);
+                                let frame = WsMessage::Binary(frame.clone());
+                                let write = Box::pin(write_within(deadline, sink.send(frame)));
+                                if let Err(failed) = write.await {
+                                    break failed;
+                                }
+                            }
+                            last_sent = tokio::time::Instant::now();
+                        }
+                        timer.as_mut().reset(due(next_ping, last_sent));
                         continue;
                     }
-                }
-                () = &mut keepalive, if config.keepalive.is_some() => {
-                    let Some(k) = config.keepalive else { continue };
-                    if last_sent + k > tokio::time::Instant::now() {
-                        keepalive.as_mut().reset(last_sent + k);
-                        continue;
-                    }
-                    if let Some(frame) = config.keepalive_frame.get() {
-                        let len = frame.len();
-                        let deadline = || config.deadline(len);
-                        let frame = WsMessage::Binary(frame.clone());
-                        let write = Box::pin(write_within(deadline, sink.send(frame)));
-                        if let Err(failed) = write.await {
-                            break failed;
-                        }
-                    }
-                    last_sent = tokio::time::Instant::now();
-                    keepalive.as_mut().reset(last_sent + k);
-                    continue;
                 }
             };
             let frame = close.map(|c| CloseFrame {

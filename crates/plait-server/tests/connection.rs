@@ -202,6 +202,59 @@ async fn a_silent_connection_gets_keepalives_and_a_busy_one_does_not() {
     server.stop().await;
 }
 
+/// Every `--ping-interval-ms` the server pings; a peer heard from within two intervals stays,
+/// one silent longer (it answers no ping: here it reads nothing, so its WebSocket library
+/// never sends the pongs) is closed with 1001 "no pong", even while the keepalive timer runs
+/// beside the ping timer.
+#[tokio::test]
+async fn pings_keep_a_live_peer_and_a_silent_one_is_closed() {
+    let server = TestServer::start_with(Arc::new(MemoryStore::default()), |c| {
+        c.ping_interval_ms = 200;
+        c.keepalive_ms = 150;
+    })
+    .await;
+    let mut live = raw_client(server.url("pinged").as_str()).await;
+    let mut silent = raw_client(server.url("pinged").as_str()).await;
+    // The live peer reads (tungstenite answers each ping as it reads it); the silent one
+    // reads nothing for five intervals.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1000);
+    let live_closed = loop {
+        match tokio::time::timeout_at(until, live.next()).await {
+            Err(_) => break None,
+            Ok(Some(Ok(WsMessage::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(WsMessage::Close(f)))) => break Some(f),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => panic!("live peer: {e}"),
+            Ok(None) => panic!("live peer: socket ended"),
+        }
+    };
+    assert!(live_closed.is_none(), "live peer closed: {live_closed:?}");
+    assert!((3..=6).contains(&pings), "{pings} pings in 1 s at 200 ms");
+    let mut silent_pings = 0;
+    let until = tokio::time::Instant::now() + WAIT;
+    let close = loop {
+        match tokio::time::timeout_at(until, silent.next()).await {
+            Ok(Some(Ok(WsMessage::Ping(_)))) => silent_pings += 1,
+            Ok(Some(Ok(WsMessage::Close(f)))) => break f,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("silent peer: no close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close code");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1001, "no pong")
+    );
+    // Closed once two intervals passed in silence: at the second or third tick, as the ticks
+    // fall against the moment the peer was last heard.
+    assert!(
+        (1..=3).contains(&silent_pings),
+        "{silent_pings} pings before the close"
+    );
+    server.stop().await;
+}
+
 /// Issue 13 item 10: during the close grace after a kick (4403) the reader kept forwarding,
 /// and the room applied and relayed the kicked connection's edits. Once a connection's close
 /// signal is set nothing more from it reaches the room.
