@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
-per delivery (user + system, and each part), p50, p99 and deliveries/s, and each median's
+per delivery (user + system, and each part), the server's context switches per thousand
+deliveries, p50, p99 and deliveries/s, and each median's
 ratio to the relay's. Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
 earlier runs into the same file)."""
 
@@ -12,6 +13,7 @@ COLUMNS = [
     ("server_us_per_delivery", "CPU/delivery µs"),
     ("server_user_us_per_delivery", "user µs"),
     ("server_sys_us_per_delivery", "system µs"),
+    ("server_switches_per_1k_deliveries", "switches/1k"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("deliveries_per_s", "deliveries/s"),

@@ -115,7 +115,7 @@ impl Histogram {
     }
 }
 
-/// CPU seconds (user + system) and resident memory of one process.
+/// CPU seconds (user + system), resident memory and context switches of one process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
     pub user_s: f64,
@@ -123,6 +123,8 @@ pub struct ProcSample {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub threads: u64,
+    /// Context switches, voluntary or not, of the threads alive when sampled.
+    pub switches: u64,
 }
 
 fn clk_tck() -> f64 {
@@ -160,7 +162,35 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
         threads,
+        switches: thread_switches(&base),
     })
+}
+
+/// The context switches of every thread of the process at `base` (`/proc/<pid>`): its
+/// `status` counts its main thread's only. A thread that ends between the listing and the
+/// read is left out.
+fn thread_switches(base: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("{base}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| parse_switches(&status))
+        .sum()
+}
+
+/// Voluntary plus involuntary context switches, from the text of a thread's `status`.
+fn parse_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))?;
+            rest.trim().parse::<u64>().ok()
+        })
+        .sum()
 }
 
 impl ProcSample {
@@ -185,10 +215,18 @@ fn parse_stat(stat: &str) -> Option<(u64, u64, u64)> {
 
 /// Adds the server's CPU per delivered frame, in µs, to a record that has `server_cpu_s`,
 /// `server_user_s` and `server_sys_s`: `server_us_per_delivery` and its user and system parts
-/// (the system part is mostly the kernel's loopback sends, the floor any server pays).
+/// (the system part is mostly the kernel's loopback sends, the floor any server pays); and,
+/// from `server_switches`, its context switches per thousand deliveries (a server whose
+/// threads wake each other, or share a CPU with the generator's, switches per frame).
 pub fn per_delivery(m: &mut serde_json::Map<String, serde_json::Value>, deliveries: u64) {
     if deliveries == 0 {
         return;
+    }
+    if let Some(n) = m.get("server_switches").and_then(serde_json::Value::as_f64) {
+        m.insert(
+            "server_switches_per_1k_deliveries".into(),
+            num(n * 1e3 / deliveries as f64),
+        );
     }
     for (from, to) in [
         ("server_cpu_s", "server_us_per_delivery"),
@@ -221,7 +259,7 @@ impl Usage {
     }
 
     /// Adds `server_cpu_s` (and its parts `server_user_s`, `server_sys_s`), `server_cpu_pct`,
-    /// `server_rss_kib`, `gen_cpu_s`, `gen_cpu_pct` and `wall_s` to `m`.
+    /// `server_rss_kib`, `server_switches`, `gen_cpu_s`, `gen_cpu_pct` and `wall_s` to `m`.
     pub fn finish(&self, m: &mut serde_json::Map<String, serde_json::Value>) {
         let wall = self.t0.elapsed().as_secs_f64();
         let gen1 = sample(None).unwrap_or_default();
@@ -243,6 +281,10 @@ impl Usage {
                 m.insert("server_rss_kib".into(), serde_json::json!(s1.rss_kib));
                 m.insert("server_rss_peak_kib".into(), serde_json::json!(s1.hwm_kib));
                 m.insert("server_threads".into(), serde_json::json!(s1.threads));
+                m.insert(
+                    "server_switches".into(),
+                    serde_json::json!(s1.switches.saturating_sub(s0.switches)),
+                );
             }
         }
     }
@@ -277,7 +319,9 @@ mod tests {
         m.insert("server_cpu_s".into(), num(3.0));
         m.insert("server_user_s".into(), num(1.0));
         m.insert("server_sys_s".into(), num(2.0));
+        m.insert("server_switches".into(), serde_json::json!(1500));
         per_delivery(&mut m, 500_000);
+        assert_eq!(m["server_switches_per_1k_deliveries"], num(3.0));
         assert_eq!(m["server_us_per_delivery"], num(6.0));
         assert_eq!(m["server_user_us_per_delivery"], num(2.0));
         assert_eq!(m["server_sys_us_per_delivery"], num(4.0));
@@ -285,6 +329,17 @@ mod tests {
         empty.insert("server_cpu_s".into(), num(3.0));
         per_delivery(&mut empty, 0);
         assert_eq!(empty.len(), 1);
+    }
+
+    /// Both kinds of switch are counted, nothing else that ends in a number.
+    #[test]
+    fn switches_are_voluntary_plus_involuntary() {
+        let status = "Name:\ttokio-rt-worker\nThreads:\t6\nvoluntary_ctxt_switches:\t1753\n\
+                      nonvoluntary_ctxt_switches:\t  412\n";
+        assert_eq!(parse_switches(status), 2165);
+        assert_eq!(parse_switches("Name:\tx\n"), 0);
+        // This process has at least its main thread, which has been switched out before.
+        assert!(thread_switches("/proc/self") > 0);
     }
 
     #[test]
