@@ -230,7 +230,8 @@ async fn pings_keep_a_live_peer_and_a_silent_one_is_closed() {
         }
     };
     assert!(live_closed.is_none(), "live peer closed: {live_closed:?}");
-    assert!((3..=6).contains(&pings), "{pings} pings in 1 s at 200 ms");
+    // Four or five ticks fall in the second; a loaded machine may fire fewer.
+    assert!((2..=6).contains(&pings), "{pings} pings in 1 s at 200 ms");
     let mut silent_pings = 0;
     let until = tokio::time::Instant::now() + WAIT;
     let close = loop {
