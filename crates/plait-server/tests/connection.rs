@@ -248,7 +248,8 @@ async fn pings_keep_a_live_peer_and_a_silent_one_is_closed() {
         (1001, "no pong")
     );
     // Closed once two intervals passed in silence: at the second or third tick, as the ticks
-    // fall against the moment the peer was last heard.
+    // fall against the moment the peer was last heard (the fourth, if a loaded machine fired
+    // one late).
     assert!(
         (1..=3).contains(&silent_pings),
         "{silent_pings} pings before the close"
