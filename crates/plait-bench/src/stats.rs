@@ -115,7 +115,7 @@ impl Histogram {
     }
 }
 
-/// CPU seconds (user + system), resident memory and context switches of one process.
+/// CPU seconds (user + system) and resident memory of one process.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSample {
     pub user_s: f64,
@@ -123,8 +123,6 @@ pub struct ProcSample {
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub threads: u64,
-    /// Context switches, voluntary or not, of the threads alive when sampled.
-    pub switches: u64,
 }
 
 fn clk_tck() -> f64 {
@@ -162,15 +160,15 @@ pub fn sample(pid: Option<u32>) -> Option<ProcSample> {
         rss_kib: kib("VmRSS:"),
         hwm_kib: kib("VmHWM:"),
         threads,
-        switches: thread_switches(&base),
     })
 }
 
-/// The context switches of every thread of the process at `base` (`/proc/<pid>`): its
-/// `status` counts its main thread's only. A thread that ends between the listing and the
-/// read is left out.
-fn thread_switches(base: &str) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("{base}/task")) else {
+/// The context switches, voluntary or not, of every live thread of process `pid`: its
+/// `/proc/<pid>/status` counts its main thread's only. A thread that ends between the listing
+/// and the read is left out. Read at a phase's edges only (a read per thread), not with every
+/// [`sample`].
+fn thread_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
     tasks
@@ -244,6 +242,7 @@ pub fn per_delivery(m: &mut serde_json::Map<String, serde_json::Value>, deliveri
 pub struct Usage {
     server_pid: Option<u32>,
     server0: Option<ProcSample>,
+    server_switches0: u64,
     gen0: ProcSample,
     t0: Instant,
 }
@@ -253,6 +252,7 @@ impl Usage {
         Usage {
             server_pid,
             server0: server_pid.and_then(|p| sample(Some(p))),
+            server_switches0: server_pid.map_or(0, thread_switches),
             gen0: sample(None).unwrap_or_default(),
             t0: Instant::now(),
         }
@@ -283,7 +283,7 @@ impl Usage {
                 m.insert("server_threads".into(), serde_json::json!(s1.threads));
                 m.insert(
                     "server_switches".into(),
-                    serde_json::json!(s1.switches.saturating_sub(s0.switches)),
+                    serde_json::json!(thread_switches(pid).saturating_sub(self.server_switches0)),
                 );
             }
         }
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(parse_switches(status), 2165);
         assert_eq!(parse_switches("Name:\tx\n"), 0);
         // This process has at least its main thread, which has been switched out before.
-        assert!(thread_switches("/proc/self") > 0);
+        assert!(thread_switches(std::process::id()) > 0);
     }
 
     #[test]
