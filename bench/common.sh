@@ -22,9 +22,12 @@ start_plait() {
   PLAIT_MAX_CONNECTIONS=1000000 PLAIT_MAX_CONNECTIONS_PER_IP=1000000 \
   PLAIT_MAX_MESSAGES_PER_SEC=100000000 PLAIT_MAX_BYTES_PER_SEC=100000000000 \
   PLAIT_MAX_AWARENESS_PER_SEC=100000000 PLAIT_MAX_ROOMS=100000 \
-  RUST_LOG=warn "$1" serve --host 127.0.0.1 --port "$2" \
+  RUST_LOG=warn ${SERVER_PIN:-} "$1" serve --host 127.0.0.1 --port "$2" \
     --store "sqlite://$3/plait.db" --durability "${DURABILITY:-strict}" >"$4" 2>&1 &
 }
+
+# SERVER_PIN, when set (e.g. "taskset -c 0"), prefixes every server command, so the server runs
+# on CPUs of its own (relay.sh's CPUS=split); unset, servers run wherever the kernel puts them.
 
 # start_kind KIND PORT: starts the server under test in the background (its PID in $!):
 # `relay` (plait-bench's raw relay), `plait` (this checkout's release build; `plait-relaxed`
@@ -33,12 +36,12 @@ start_plait() {
 # in memory; the caller installs bench/hocuspocus). Needs BENCH and TMP (setup_run).
 start_kind() {
   case $1 in
-    relay) "$BENCH" relay --port "$2" >"$TMP/relay.log" 2>&1 & ;;
+    relay) ${SERVER_PIN:-} "$BENCH" relay --port "$2" >"$TMP/relay.log" 2>&1 & ;;
     plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     plait-relaxed) DURABILITY=relaxed-may-lose-recent-edits \
       start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     before) start_plait "$BEFORE" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
-    hocuspocus) HOST=127.0.0.1 PORT=$2 node "$ROOT/bench/hocuspocus/server.mjs" >"$TMP/hocus.log" 2>&1 & ;;
+    hocuspocus) HOST=127.0.0.1 PORT=$2 ${SERVER_PIN:-} node "$ROOT/bench/hocuspocus/server.mjs" >"$TMP/hocus.log" 2>&1 & ;;
     *) echo "unknown kind $1" >&2; exit 2 ;;
   esac
 }

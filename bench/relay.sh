@@ -12,6 +12,10 @@
 #   KINDS="relay plait hocuspocus" bench/relay.sh    Hocuspocus 4.7.0 (in memory) beside them
 #   BEFORE=/path/to/old/plait KINDS="before plait" bench/relay.sh   an older build, same run
 #   MODES=closed bench/relay.sh    only the closed loop (or only `rate`)
+#   CPUS="shared split" bench/relay.sh   each server also with the machine's CPUs split: the
+#                                  server on the first half, the generator on the second (as a
+#                                  deployed server has cores of its own); those records are
+#                                  labelled KIND/split and set beside relay/split
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -21,6 +25,11 @@ ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-8}
 KINDS=${KINDS:-"relay plait plait-relaxed"}
 MODES=${MODES:-"rate closed"}
+CPUS=${CPUS:-shared}
+HALF=$(( $(nproc) / 2 ))
+if [[ " $CPUS " == *" split "* ]] && (( HALF == 0 )); then
+  echo "CPUS=split needs two CPUs or more; this machine has $(nproc)" >&2; exit 2
+fi
 if [[ " $KINDS " == *" hocuspocus "* ]]; then
   (cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
@@ -28,17 +37,26 @@ setup_run relay
 SKIP=$( [[ -f $OUT ]] && wc -l <"$OUT" || echo 0 )
 PORT=17600
 for round in $(seq 1 "$ROUNDS"); do
-  for kind in $KINDS; do
-    for mode in $MODES; do
-      PORT=$((PORT + 1))
-      start_kind "$kind" "$PORT"
-      PID=$!
-      protocol=y-websocket
-      if [[ $kind == hocuspocus ]]; then protocol=hocuspocus; fi
-      wait_port "$PORT"
-      "$BENCH" --url "ws://127.0.0.1:$PORT" --protocol "$protocol" --server-pid "$PID" \
-        --label "$kind" --out "$OUT" fanout --clients "$CLIENTS" --mode "$mode" --duration "$SECS"
-      kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  for cpus in $CPUS; do
+    case $cpus in
+      shared) SERVER_PIN=""; GEN_PIN=""; suffix="" ;;
+      split) SERVER_PIN="taskset -c 0-$((HALF - 1))"; GEN_PIN="taskset -c $HALF-$(( $(nproc) - 1 ))"
+        suffix=/split ;;
+      *) echo "CPUS: shared or split, not $cpus" >&2; exit 2 ;;
+    esac
+    for kind in $KINDS; do
+      for mode in $MODES; do
+        PORT=$((PORT + 1))
+        start_kind "$kind" "$PORT"
+        PID=$!
+        protocol=y-websocket
+        if [[ $kind == hocuspocus ]]; then protocol=hocuspocus; fi
+        wait_port "$PORT"
+        $GEN_PIN "$BENCH" --url "ws://127.0.0.1:$PORT" --protocol "$protocol" --server-pid "$PID" \
+          --label "$kind$suffix" --out "$OUT" fanout --clients "$CLIENTS" --mode "$mode" \
+          --duration "$SECS"
+        kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+      done
     done
   done
   echo "round $round done" >&2

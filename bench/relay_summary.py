@@ -2,7 +2,8 @@
 """Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
 per delivery (user + system, and each part), the server's context switches per thousand
 deliveries, p50, p99 and deliveries/s, and each median's
-ratio to the relay's. Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
+ratio to the relay's (a server labelled KIND/split, run with the CPUs split between server and
+generator, to relay/split's). Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
 earlier runs into the same file)."""
 
 import argparse
@@ -18,6 +19,12 @@ COLUMNS = [
     ("p99_ms", "p99 ms"),
     ("deliveries_per_s", "deliveries/s"),
 ]
+
+
+def relay_of(server):
+    """The relay run the same way as `server`: "relay", or "relay/split" for "plait/split"."""
+    _, slash, how = server.partition("/")
+    return "relay" + slash + how
 
 
 def main():
@@ -39,7 +46,6 @@ def main():
                 key: statistics.median(m[key] for m in ms) if all(key in m for m in ms) else None
                 for key, _ in COLUMNS
             }
-        relay = medians.get("relay")
         print(f"\n{scenario} (medians over rounds; ratio to the relay's median in brackets)\n")
         print("| server | rounds | " + " | ".join(label for _, label in COLUMNS) + " |")
         print("|---|---|" + "---|" * len(COLUMNS))
@@ -51,8 +57,9 @@ def main():
                     cells.append("")
                     continue
                 cell = f"{v:,.3g}" if v < 1000 else f"{v:,.0f}"
+                relay = medians.get(relay_of(server))
                 base = relay and relay.get(key)
-                if base and server != "relay":
+                if base and server != relay_of(server):
                     cell += f" ({v / base:.2f}×)"
                 cells.append(cell)
             print(f"| {server} | {len(runs[(scenario, server)])} | " + " | ".join(cells) + " |")
