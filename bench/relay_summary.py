@@ -2,7 +2,7 @@
 """Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
 per delivery (user + system, and each part), the server's context switches per thousand
 deliveries, p50, p99 and deliveries/s, and each median's
-ratio to the relay's (a server labelled KIND/split, run with the CPUs split between server and
+ratio to the relay's, then CPU per delivery over the relay's round by round (a server labelled KIND/split, run with the CPUs split between server and
 generator, to relay/split's). Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
 earlier runs into the same file)."""
 
@@ -25,6 +25,15 @@ def relay_of(server):
     """The relay run the same way as `server`: "relay", or "relay/split" for "plait/split"."""
     _, slash, how = server.partition("/")
     return "relay" + slash + how
+
+
+def round_ratios(ms, relay_ms):
+    """CPU per delivery over the relay's, round by round: relay.sh writes each server's records
+    in round order, so the n-th of one and the n-th of the relay ran side by side."""
+    key = "server_us_per_delivery"
+    return [
+        m[key] / r[key] for m, r in zip(ms, relay_ms) if key in m and key in r and r[key] > 0
+    ]
 
 
 def main():
@@ -63,6 +72,24 @@ def main():
                     cell += f" ({v / base:.2f}×)"
                 cells.append(cell)
             print(f"| {server} | {len(runs[(scenario, server)])} | " + " | ".join(cells) + " |")
+        paired = [
+            (server, round_ratios(runs[(scenario, server)], runs[(scenario, relay_of(server))]))
+            for server in servers
+            if server != relay_of(server) and (scenario, relay_of(server)) in runs
+        ]
+        if paired:
+            # The machine's speed drifts between rounds; a ratio taken within each round, to
+            # the relay run beside it, cancels the drift the medians above keep.
+            print("\nCPU per delivery over the relay's in the same round:\n")
+            print("| server | median | rounds ≤ 1.3× | each round |")
+            print("|---|---|---|---|")
+            for server, ratios in paired:
+                each = " ".join(f"{r:.2f}" for r in ratios)
+                within = sum(r <= 1.3 for r in ratios)
+                print(
+                    f"| {server} | {statistics.median(ratios):.2f}× | {within} of {len(ratios)} "
+                    f"| {each} |"
+                )
 
 
 if __name__ == "__main__":
