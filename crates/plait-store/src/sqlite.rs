@@ -163,7 +163,8 @@ async fn move_recent(writer: &Writer) -> Result<(), Error> {
 /// room's new last seq), commit. A query is a round trip to the connection's thread, and on
 /// this machine each cost 0.1 to 0.4 ms of waiting for a thread to wake (four per group did):
 /// the commit is opened and closed in the SQL rather than by a sqlx `Transaction`, which would
-/// cost a round trip each.
+/// cost a round trip each. The thread answers the whole query in one message
+/// (`vendor/sqlx-sqlite`), so the group-commit task is woken once per group, after the fsync.
 ///
 /// Both writes are `OR FAIL`: with the default (`ABORT`), SQLite keeps a statement journal of
 /// every page a multi-row statement inside a transaction changes, to undo that statement
