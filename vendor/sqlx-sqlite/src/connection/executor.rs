@@ -42,44 +42,31 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
     // query is done, instead of streaming each statement's result and each row through
     // `fetch_many`'s channel: every message woke the waiting task, and a task woken from
     // another thread is a context switch or two (vendor/sqlx-sqlite/README.md).
-    fn fetch_all<'e, 'q, E>(self, mut query: E) -> BoxFuture<'e, Result<Vec<SqliteRow>, Error>>
+    fn fetch_all<'e, 'q, E>(self, query: E) -> BoxFuture<'e, Result<Vec<SqliteRow>, Error>>
     where
         'c: 'e,
         E: Execute<'q, Self::Database>,
         'q: 'e,
         E: 'q,
     {
-        let sql = query.sql();
-        let arguments = match query.take_arguments().map_err(Error::Encode) {
-            Ok(arguments) => arguments,
-            Err(error) => return future::ready(Err(error)).boxed(),
-        };
-        let persistent = query.persistent() && arguments.is_some();
-        Box::pin(async move {
-            let all = self.worker.execute_all(sql, arguments, persistent).await?;
-            Ok(all.into_iter().filter_map(Either::right).collect())
-        })
+        Box::pin(
+            execute_all(self, query)
+                .map_ok(|all| all.into_iter().filter_map(Either::right).collect()),
+        )
     }
 
-    fn execute<'e, 'q, E>(self, mut query: E) -> BoxFuture<'e, Result<SqliteQueryResult, Error>>
+    fn execute<'e, 'q, E>(self, query: E) -> BoxFuture<'e, Result<SqliteQueryResult, Error>>
     where
         'c: 'e,
         E: Execute<'q, Self::Database>,
         'q: 'e,
         E: 'q,
     {
-        let sql = query.sql();
-        let arguments = match query.take_arguments().map_err(Error::Encode) {
-            Ok(arguments) => arguments,
-            Err(error) => return future::ready(Err(error)).boxed(),
-        };
-        let persistent = query.persistent() && arguments.is_some();
-        Box::pin(async move {
-            let all = self.worker.execute_all(sql, arguments, persistent).await?;
+        Box::pin(execute_all(self, query).map_ok(|all| {
             let mut done = SqliteQueryResult::default();
             done.extend(all.into_iter().filter_map(Either::left));
-            Ok(done)
-        })
+            done
+        }))
     }
 
     fn fetch_optional<'e, 'q, E>(
@@ -141,4 +128,22 @@ impl<'c> Executor<'c> for &'c mut SqliteConnection {
     {
         Box::pin(self.worker.describe(sql))
     }
+}
+
+/// Every result of `query`, statement by statement and row by row, in one answer from the
+/// worker.
+fn execute_all<'e, 'q: 'e, E>(
+    conn: &'e mut SqliteConnection,
+    mut query: E,
+) -> BoxFuture<'e, Result<Vec<Either<SqliteQueryResult, SqliteRow>>, Error>>
+where
+    E: Execute<'q, Sqlite> + 'q,
+{
+    let sql = query.sql();
+    let arguments = match query.take_arguments().map_err(Error::Encode) {
+        Ok(arguments) => arguments,
+        Err(error) => return future::ready(Err(error)).boxed(),
+    };
+    let persistent = query.persistent() && arguments.is_some();
+    Box::pin(conn.worker.execute_all(sql, arguments, persistent))
 }
