@@ -2,7 +2,8 @@
 //! `execute` wake the task that waits for them once, when the whole query is done. A strict
 //! group commit is one query of several statements; sqlx 0.8.6 sent each statement's result
 //! and each row as its own message from SQLite's thread, and each woke the waiting runtime
-//! thread (bench/README.md, "fifteenth round").
+//! thread (bench/README.md, "fifteenth round"). Answered once, a query also runs to its end
+//! on that thread whether or not its caller still waits.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,5 +89,47 @@ fn a_query_of_several_statements_wakes_its_caller_once() {
         "execute woke its caller {wakes} times for one query"
     );
 
+    rt.block_on(conn.close()).unwrap();
+}
+
+/// A query handed to SQLite's thread runs to its end even when its caller stops waiting: a
+/// group of statements that opens and commits a transaction never leaves it open. (sqlx 0.8.6
+/// stopped at the first result nobody took, after the `BEGIN`.)
+#[test]
+fn a_query_whose_caller_stops_waiting_still_runs_to_its_end() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut conn = rt
+        .block_on(SqliteConnection::connect("sqlite::memory:"))
+        .unwrap();
+    rt.block_on(sqlx::query("CREATE TABLE t (x)").execute(&mut conn))
+        .unwrap();
+
+    {
+        let abandoned = sqlx::query(
+            "BEGIN; INSERT INTO t VALUES (1); \
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000) \
+             INSERT INTO t SELECT count(*) FROM c; \
+             COMMIT",
+        )
+        .execute(&mut conn);
+        let mut abandoned = std::pin::pin!(abandoned);
+        let waker = Waker::noop();
+        // One poll hands the query to the thread; then the caller gives up.
+        assert!(abandoned
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_pending());
+    }
+
+    let rows: i64 = rt
+        .block_on(sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn))
+        .unwrap();
+    assert_eq!(rows, 2, "the abandoned query stopped half-way");
+    // No transaction was left open: a new one can begin.
+    rt.block_on(sqlx::query("BEGIN; COMMIT").execute(&mut conn))
+        .unwrap();
     rt.block_on(conn.close()).unwrap();
 }
