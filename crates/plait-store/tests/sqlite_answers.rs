@@ -58,20 +58,27 @@ const SPREAD_OUT: &str = "SELECT 1; \
     SELECT count(*) FROM c; \
     SELECT 2";
 
-#[test]
-fn a_query_of_several_statements_wakes_its_caller_once() {
+/// A runtime for sqlx to connect with, and a connection to a database in memory.
+fn in_memory() -> (tokio::runtime::Runtime, SqliteConnection) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let mut conn = rt
+    let conn = rt
         .block_on(SqliteConnection::connect("sqlite::memory:"))
         .unwrap();
+    (rt, conn)
+}
 
+#[test]
+fn a_query_of_several_statements_wakes_its_caller_once() {
+    let (rt, mut conn) = in_memory();
+
+    // At most once: not at all, should the answer come before the first poll waits for it.
     let (rows, wakes) = wakes_to_finish(sqlx::query(SPREAD_OUT).fetch_all(&mut conn));
     assert_eq!(rows.unwrap().len(), 3);
-    assert_eq!(
-        wakes, 1,
+    assert!(
+        wakes <= 1,
         "fetch_all woke its caller {wakes} times for one query"
     );
 
@@ -84,8 +91,8 @@ fn a_query_of_several_statements_wakes_its_caller_once() {
         .execute(&mut conn),
     );
     assert_eq!(done.unwrap().rows_affected(), 3, "rows of both inserts");
-    assert_eq!(
-        wakes, 1,
+    assert!(
+        wakes <= 1,
         "execute woke its caller {wakes} times for one query"
     );
 
@@ -97,13 +104,7 @@ fn a_query_of_several_statements_wakes_its_caller_once() {
 /// stopped at the first result nobody took, after the `BEGIN`.)
 #[test]
 fn a_query_whose_caller_stops_waiting_still_runs_to_its_end() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut conn = rt
-        .block_on(SqliteConnection::connect("sqlite::memory:"))
-        .unwrap();
+    let (rt, mut conn) = in_memory();
     rt.block_on(sqlx::query("CREATE TABLE t (x)").execute(&mut conn))
         .unwrap();
 
