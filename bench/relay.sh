@@ -26,9 +26,10 @@ SECS=${SECS:-8}
 KINDS=${KINDS:-"relay plait plait-relaxed"}
 MODES=${MODES:-"rate closed"}
 CPUS=${CPUS:-shared}
-HALF=$(( $(nproc) / 2 ))
+NPROC=$(nproc)
+HALF=$((NPROC / 2))
 if [[ " $CPUS " == *" split "* ]] && (( HALF == 0 )); then
-  echo "CPUS=split needs two CPUs or more; this machine has $(nproc)" >&2; exit 2
+  echo "CPUS=split needs two CPUs or more; this machine has $NPROC" >&2; exit 2
 fi
 if [[ " $KINDS " == *" hocuspocus "* ]]; then
   (cd bench/hocuspocus && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
@@ -40,7 +41,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for cpus in $CPUS; do
     case $cpus in
       shared) SERVER_PIN=""; GEN_PIN=""; suffix="" ;;
-      split) SERVER_PIN="taskset -c 0-$((HALF - 1))"; GEN_PIN="taskset -c $HALF-$(( $(nproc) - 1 ))"
+      split) SERVER_PIN="taskset -c 0-$((HALF - 1))"; GEN_PIN="taskset -c $HALF-$((NPROC - 1))"
         suffix=/split ;;
       *) echo "CPUS: shared or split, not $cpus" >&2; exit 2 ;;
     esac

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
 per delivery (user + system, and each part), the server's context switches per thousand
-deliveries, p50, p99 and deliveries/s, and each median's
-ratio to the relay's, then CPU per delivery over the relay's round by round (a server labelled KIND/split, run with the CPUs split between server and
-generator, to relay/split's). Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by
-earlier runs into the same file)."""
+deliveries, p50, p99 and deliveries/s, and each median's ratio to the relay's; then CPU per
+delivery over the relay's round by round. A server labelled KIND/split (run with the CPUs
+split between server and generator) is set beside relay/split. Usage: relay_summary.py
+RECORDS.jsonl [--skip N] (N: lines written by earlier runs into the same file)."""
 
 import argparse
 import json
