@@ -30,13 +30,24 @@ start_plait() {
 # on CPUs of its own (relay.sh's CPUS=split); unset, servers run wherever the kernel puts them.
 
 # start_kind KIND PORT: starts the server under test in the background (its PID in $!):
-# `relay` (plait-bench's raw relay), `plait` (this checkout's release build; `plait-relaxed`
-# the same with relaxed durability, to set beside servers that keep nothing), `before` (the
-# plait binary $BEFORE names, to compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0
-# in memory; the caller installs bench/hocuspocus). Needs BENCH and TMP (setup_run).
+# `relay` (plait-bench's raw relay), `relay-durable` (the same, writing every frame to a log
+# file beside plait's store and fdatasyncing it before relaying it: the floor under strict
+# durability), `relay-durable-shm` (that log on /dev/shm, where a sync costs nothing),
+# `relay-hold` (every frame held 1 ms on the runtime's timer, a commit's wait with no other
+# thread), `plait` (this checkout's release build; `plait-relaxed` the same with relaxed
+# durability, to set beside servers that keep nothing), `before` (the plait binary $BEFORE
+# names, to compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0 in memory; the caller
+# installs bench/hocuspocus). Needs BENCH and TMP (setup_run).
 start_kind() {
   case $1 in
     relay) ${SERVER_PIN:-} "$BENCH" relay --port "$2" >"$TMP/relay.log" 2>&1 & ;;
+    relay-hold)
+      ${SERVER_PIN:-} "$BENCH" relay --port "$2" --hold-us 1000 >"$TMP/relay.log" 2>&1 & ;;
+    relay-durable-shm) mkdir -p "/dev/shm/$(basename "$TMP")-$2"
+      ${SERVER_PIN:-} "$BENCH" relay --port "$2" --durable "/dev/shm/$(basename "$TMP")-$2" \
+        >"$TMP/relay.log" 2>&1 & ;;
+    relay-durable) mkdir -p "$TMP/store-$2"
+      ${SERVER_PIN:-} "$BENCH" relay --port "$2" --durable "$TMP/store-$2" >"$TMP/relay.log" 2>&1 & ;;
     plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     plait-relaxed) DURABILITY=relaxed-may-lose-recent-edits \
       start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
@@ -57,5 +68,5 @@ setup_run() {
   OUT="$ROOT/bench/results/$(date +%F)-$1.jsonl"
   TMP=$(mktemp -d)
   PID=""
-  trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+  trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP" "/dev/shm/$(basename "$TMP")"-*' EXIT
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The physical limit (issue 17): fan-out through the raw relay (`plait-bench relay`: rooms by
-# path, every frame to the room's other connections, no yrs, no store) beside plait (SQLite,
-# strict durability), same generator, same run, interleaved ROUNDS times. Prints one JSON
-# record per measurement, writes them to bench/results/<date>-relay.jsonl, and ends with a
-# table of each server's medians over the rounds and their ratios to the relay's
-# (bench/relay_summary.py).
+# path, every frame to the room's other connections, no yrs, no store) and the durable relay
+# (the same, writing each frame to disk with an fdatasync before relaying it) beside plait
+# (SQLite, strict durability), same generator, same run, interleaved ROUNDS times. Prints one
+# JSON record per measurement, writes them to bench/results/<date>-relay.jsonl, and ends with
+# a table of each server's medians over the rounds and their ratios to the relay's and the
+# durable relay's (bench/relay_summary.py).
 #
-#   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds; the relay,
-#                                  plait strict and plait relaxed
+#   bench/relay.sh                 500 clients, rate and closed loop, 2 rounds; the relay, the
+#                                  durable relay, plait strict and plait relaxed
 #   CLIENTS=2000 ROUNDS=3 bench/relay.sh
 #   KINDS="relay plait hocuspocus" bench/relay.sh    Hocuspocus 4.7.0 (in memory) beside them
 #   BEFORE=/path/to/old/plait KINDS="before plait" bench/relay.sh   an older build, same run
@@ -23,7 +24,7 @@ source bench/common.sh
 CLIENTS=${CLIENTS:-500}
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-8}
-KINDS=${KINDS:-"relay plait plait-relaxed"}
+KINDS=${KINDS:-"relay relay-durable plait plait-relaxed"}
 MODES=${MODES:-"rate closed"}
 CPUS=${CPUS:-shared}
 NPROC=$(nproc)

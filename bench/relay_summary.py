@@ -2,7 +2,8 @@
 """Summarises relay.sh's records: per scenario and server, the median over the rounds of CPU
 per delivery (user + system, and each part), the server's context switches per thousand
 deliveries, p50, p99 and deliveries/s, and each median's ratio to the relay's; then CPU per
-delivery over the relay's round by round. A server labelled KIND/split (run with the CPUs
+delivery over the relay's round by round, and over the durable relay's (`relay-durable`: the
+relay writing each frame to disk before relaying it) when it ran beside. A server labelled KIND/split (run with the CPUs
 split between server and generator) is set beside relay/split. Usage: relay_summary.py
 RECORDS.jsonl [--skip N] (N: lines written by earlier runs into the same file)."""
 
@@ -21,10 +22,11 @@ COLUMNS = [
 ]
 
 
-def relay_of(server):
-    """The relay run the same way as `server`: "relay", or "relay/split" for "plait/split"."""
+def relay_of(server, relay="relay"):
+    """The relay run the same way as `server`: "relay", or "relay/split" for "plait/split"
+    (`relay` names another baseline: "relay-durable" gives "relay-durable/split")."""
     _, slash, how = server.partition("/")
-    return "relay" + slash + how
+    return relay + slash + how
 
 
 def round_ratios(ms, relay_ms):
@@ -72,25 +74,34 @@ def main():
                     cell += f" ({v / base:.2f}×)"
                 cells.append(cell)
             print(f"| {server} | {len(runs[(scenario, server)])} | " + " | ".join(cells) + " |")
-        paired = [
-            (server, round_ratios(runs[(scenario, server)], runs[(scenario, relay_of(server))]))
-            for server in servers
-            if server != relay_of(server) and (scenario, relay_of(server)) in runs
-        ]
-        if paired:
-            # The machine's speed drifts between rounds; a ratio taken within each round, to
-            # the relay run beside it, cancels the drift the medians above keep.
-            print("\nCPU per delivery over the relay's in the same round:\n")
-            print("| server | median | rounds ≤ 1.3× | each round |")
-            print("|---|---|---|---|")
-            for server, ratios in paired:
-                each = " ".join(f"{r:.2f}" for r in ratios)
-                within = sum(r <= 1.3 for r in ratios)
-                print(
-                    f"| {server} | {statistics.median(ratios):.2f}× | {within} of {len(ratios)} "
-                    f"| {each} |"
-                )
+        for relay, what in [("relay", "the relay's"), ("relay-durable", "the durable relay's")]:
+            print_round_ratios(runs, scenario, servers, relay, what)
 
+
+def print_round_ratios(runs, scenario, servers, relay, what):
+    """The table of each server's CPU per delivery over `relay`'s, round by round; nothing when
+    `relay` did not run. Left out: `relay` itself, and beside the durable relay, the plain one."""
+    paired = [
+        (server, round_ratios(runs[(scenario, server)], runs[(scenario, relay_of(server, relay))]))
+        for server in servers
+        if server != relay_of(server, relay)
+        and not (relay != "relay" and server == relay_of(server))
+        and (scenario, relay_of(server, relay)) in runs
+    ]
+    if not paired:
+        return
+    # The machine's speed drifts between rounds; a ratio taken within each round, to the
+    # relay run beside it, cancels the drift the medians above keep.
+    print(f"\nCPU per delivery over {what} in the same round:\n")
+    print("| server | median | rounds ≤ 1.3× | each round |")
+    print("|---|---|---|---|")
+    for server, ratios in paired:
+        each = " ".join(f"{r:.2f}" for r in ratios)
+        within = sum(r <= 1.3 for r in ratios)
+        print(
+            f"| {server} | {statistics.median(ratios):.2f}× | {within} of {len(ratios)} "
+            f"| {each} |"
+        )
 
 if __name__ == "__main__":
     main()

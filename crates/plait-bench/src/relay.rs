@@ -7,6 +7,11 @@
 //! Like plait, each connection has a reader and a writer task and a bounded queue between the
 //! room and the writer; a full queue drops that connection (plait closes it as a slow consumer),
 //! so neither server can look faster by buffering without bound.
+//!
+//! `--durable DIR` makes it the floor under strict durability: each frame is appended to a log
+//! file and synced by a thread of its own before it is relayed, as a store's writer thread
+//! does, so what waiting on the disk and on another thread costs shows without yrs or SQLite.
+//! `--hold-us` delays each frame on the runtime's timer instead: the wait without the thread.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,6 +36,14 @@ pub struct Opts {
     /// The loopback port to listen on.
     #[arg(long, default_value_t = 1235)]
     port: u16,
+    /// Make the relay durable: append every frame to a log file in this directory and
+    /// `fdatasync` it before relaying it (the floor under a server with strict durability).
+    #[arg(long)]
+    durable: Option<std::path::PathBuf>,
+    /// Hold every frame this many microseconds before relaying it, on a timer of the runtime
+    /// (a delay as long as a commit's, with no other thread involved).
+    #[arg(long)]
+    hold_us: Option<u64>,
 }
 
 /// Each room's connections: (id, queue to the connection's writer).
@@ -44,18 +57,78 @@ pub async fn run(opts: &Opts) -> Result<()> {
         .with_context(|| format!("listening on {addr}"))?;
     eprintln!("relay listening on {addr}");
     let rooms: Rooms = Arc::default();
+    let log = match &opts.durable {
+        Some(dir) => Some(Log::open(dir)?),
+        None => None,
+    };
+    let hold = opts.hold_us.map(std::time::Duration::from_micros);
     let next = AtomicU64::new(1);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let id = next.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(serve(stream, id, rooms.clone()));
+        tokio::spawn(serve(stream, id, rooms.clone(), log.clone(), hold));
+    }
+}
+
+/// The durable relay's log: one thread appends frames to a file and `fdatasync`s it, a group
+/// of frames per sync (whatever queued while the last sync ran), then answers each frame's
+/// sender, as a store's writer thread does.
+#[derive(Clone)]
+struct Log(std::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<()>)>);
+
+impl Log {
+    fn open(dir: &std::path::Path) -> Result<Self> {
+        use std::io::Write;
+        let path = dir.join(format!("relay-{}.log", std::process::id()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening the relay's log {}", path.display()))?;
+        let (tx, rx) = std::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::Builder::new()
+            .name("relay-log".into())
+            .spawn(move || {
+                let mut answers = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let written = std::iter::once(first)
+                        .chain(rx.try_iter())
+                        .try_for_each(|(frame, answer)| {
+                            answers.push(answer);
+                            file.write_all(&frame)
+                        })
+                        .and_then(|()| file.sync_data());
+                    if let Err(e) = written {
+                        eprintln!("relay: writing {}: {e}", path.display());
+                        std::process::exit(1);
+                    }
+                    for answer in answers.drain(..) {
+                        let _ = answer.send(());
+                    }
+                }
+            })?;
+        Ok(Self(tx))
+    }
+
+    /// Returns once `frame` is on the disk.
+    async fn append(&self, frame: Bytes) {
+        let (answer, done) = tokio::sync::oneshot::channel();
+        if self.0.send((frame, answer)).is_ok() {
+            let _ = done.await;
+        }
     }
 }
 
 // The handshake callback's error type is tungstenite's, however large.
 #[allow(clippy::result_large_err)]
-async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Rooms) {
+async fn serve(
+    stream: tokio::net::TcpStream,
+    id: u64,
+    rooms: Rooms,
+    log: Option<Log>,
+    hold: Option<std::time::Duration>,
+) {
     let mut path = String::new();
     let callback = |req: &Request, resp: Response| {
         path = req.uri().path().trim_start_matches('/').to_owned();
@@ -105,6 +178,12 @@ async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Rooms) {
             }
             continue;
         }
+        if let Some(log) = &log {
+            log.append(frame.clone()).await;
+        }
+        if let Some(hold) = hold {
+            tokio::time::sleep(hold).await;
+        }
         let mut slow = Vec::new();
         {
             let rooms = rooms.lock().unwrap();
@@ -130,5 +209,38 @@ fn leave(rooms: &Rooms, room: &str, ids: &[u64]) {
         if members.is_empty() {
             rooms.remove(room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The durable relay's whole point: a frame is relayed only once it is in the log, and
+    /// frames appended together (one sync for the group) all land.
+    #[tokio::test]
+    async fn a_frame_is_in_the_log_when_append_returns() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("plait-relay-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let log = Log::open(&dir)?;
+        let file = dir.join(format!("relay-{}.log", std::process::id()));
+        log.append(Bytes::from_static(b"first")).await;
+        assert_eq!(std::fs::read(&file)?, b"first");
+        let frames = (0..20).map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(Bytes::from(format!("<{i}>"))).await })
+        });
+        for appended in frames.collect::<Vec<_>>() {
+            appended.await?;
+        }
+        let written = String::from_utf8(std::fs::read(&file)?)?;
+        for i in 0..20 {
+            assert!(
+                written.contains(&format!("<{i}>")),
+                "frame {i} missing: {written}"
+            );
+        }
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }
