@@ -80,6 +80,8 @@ struct Log(std::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<()>)>);
 impl Log {
     fn open(dir: &std::path::Path) -> Result<Self> {
         use std::io::Write;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the relay's log directory {}", dir.display()))?;
         let path = dir.join(format!("relay-{}.log", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -221,7 +223,6 @@ mod tests {
     #[tokio::test]
     async fn a_frame_is_in_the_log_when_append_returns() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("plait-relay-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
         let log = Log::open(&dir)?;
         let file = dir.join(format!("relay-{}.log", std::process::id()));
         log.append(Bytes::from_static(b"first")).await;
