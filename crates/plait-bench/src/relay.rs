@@ -51,16 +51,16 @@ type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>>>;
 
 /// Serves until killed.
 pub async fn run(opts: &Opts) -> Result<()> {
+    let log = match &opts.durable {
+        Some(dir) => Some(Log::open(dir)?),
+        None => None,
+    };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
     eprintln!("relay listening on {addr}");
     let rooms: Rooms = Arc::default();
-    let log = match &opts.durable {
-        Some(dir) => Some(Log::open(dir)?),
-        None => None,
-    };
     let hold = opts.hold_us.map(std::time::Duration::from_micros);
     let next = AtomicU64::new(1);
     loop {
