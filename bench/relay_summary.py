@@ -3,9 +3,10 @@
 per delivery (user + system, and each part), the server's context switches per thousand
 deliveries, p50, p99 and deliveries/s, and each median's ratio to the relay's; then CPU per
 delivery over the relay's round by round, and over the durable relay's (`relay-durable`: the
-relay writing each frame to disk before relaying it) when it ran beside. A server labelled KIND/split (run with the CPUs
-split between server and generator) is set beside relay/split. Usage: relay_summary.py
-RECORDS.jsonl [--skip N] (N: lines written by earlier runs into the same file)."""
+relay writing each frame to disk before relaying it) when it ran beside. A server labelled
+KIND/split (run with the CPUs split between server and generator) is set beside relay/split.
+Usage: relay_summary.py RECORDS.jsonl [--skip N] (N: lines written by earlier runs into the
+same file)."""
 
 import argparse
 import json
@@ -102,6 +103,7 @@ def print_round_ratios(runs, scenario, servers, relay, what):
             f"| {server} | {statistics.median(ratios):.2f}× | {within} of {len(ratios)} "
             f"| {each} |"
         )
+
 
 if __name__ == "__main__":
     main()
