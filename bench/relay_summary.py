@@ -32,7 +32,11 @@ def relay_of(server, relay="relay"):
 
 def round_ratios(ms, relay_ms):
     """CPU per delivery over the relay's, round by round: relay.sh writes each server's records
-    in round order, so the n-th of one and the n-th of the relay ran side by side."""
+    in round order, so the n-th of one and the n-th of the relay ran side by side. None when
+    the two ran a different number of rounds: the records then come from several runs with
+    different servers, and the n-th of each need not have run together."""
+    if len(ms) != len(relay_ms):
+        return None
     key = "server_us_per_delivery"
     return [
         m[key] / r[key] for m, r in zip(ms, relay_ms) if key in m and key in r and r[key] > 0
@@ -97,6 +101,10 @@ def print_round_ratios(runs, scenario, servers, relay, what):
     print("| server | median | rounds ≤ 1.3× | each round |")
     print("|---|---|---|---|")
     for server, ratios in paired:
+        if ratios is None:
+            print(f"| {server} | | | not paired: its rounds and {what} differ in number; "
+                  "summarise one run of relay.sh at a time (--skip) |")
+            continue
         each = " ".join(f"{r:.2f}" for r in ratios)
         within = sum(r <= 1.3 for r in ratios)
         print(
