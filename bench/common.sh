@@ -35,20 +35,22 @@ start_relay() {
   ${SERVER_PIN:-} "$BENCH" relay --port "$@" >"$TMP/relay.log" 2>&1 &
 }
 
-# start_kind KIND PORT: starts the server under test in the background (its PID in $!):
-# `relay` (plait-bench's raw relay), `relay-durable` (the same, writing every frame to a log
-# file beside plait's store and fdatasyncing it before relaying it: the floor under strict
-# durability), `relay-durable-shm` (that log on /dev/shm, where a sync costs nothing),
-# `relay-hold` (every frame held 1 ms on the runtime's timer, a commit's wait with no other
-# thread), `plait` (this checkout's release build; `plait-relaxed` the same with relaxed
-# durability, to set beside servers that keep nothing), `before` (the plait binary $BEFORE
-# names, to compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0 in memory; the caller
-# installs bench/hocuspocus). Needs BENCH, TMP and SHM (setup_run).
+# start_kind KIND PORT: starts the server under test in the background (its PID in $!): `relay`
+# (plait-bench's raw relay), `relay-durable` (the same, writing every frame to a log file beside
+# plait's store and fdatasyncing it before relaying it: the floor under strict durability),
+# `relay-durable-shm` (that log on /dev/shm, where a sync costs nothing), `relay-durable-inline`
+# (the same log, written and synced by the task that read the frame, on its runtime thread, with no
+# log thread), `relay-hold` (every frame held 1 ms on the runtime's timer, a commit's wait with no
+# other thread), `plait` (this checkout's release build; `plait-relaxed` the same with relaxed
+# durability, to set beside servers that keep nothing), `before` (the plait binary $BEFORE names, to
+# compare builds in one run) or `hocuspocus` (Hocuspocus 4.7.0 in memory; the caller installs
+# bench/hocuspocus). Needs BENCH, TMP and SHM (setup_run).
 start_kind() {
   case $1 in
     relay) start_relay "$2" ;;
     relay-hold) start_relay "$2" --hold-us 1000 ;;
     relay-durable) start_relay "$2" --durable "$TMP/store-$2" ;;
+    relay-durable-inline) start_relay "$2" --durable "$TMP/store-$2" --inline ;;
     relay-durable-shm) start_relay "$2" --durable "$SHM-$2" ;;
     plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     plait-relaxed) DURABILITY=relaxed-may-lose-recent-edits \

@@ -12,6 +12,8 @@
 //! file and synced by a thread of its own before it is relayed, as a store's writer thread
 //! does, so what waiting on the disk and on another thread costs shows without yrs or SQLite.
 //! `--hold-us` delays each frame on the runtime's timer instead: the wait without the thread.
+//! `--durable DIR --inline` writes and syncs on the runtime thread that read the frame: the
+//! disk without the other thread.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -44,6 +46,10 @@ pub struct Opts {
     /// (a delay as long as a commit's, with no other thread involved).
     #[arg(long)]
     hold_us: Option<u64>,
+    /// With `--durable`: write and sync on the runtime thread that read the frame, blocking
+    /// it, instead of on the log's own thread.
+    #[arg(long, requires = "durable")]
+    inline: bool,
 }
 
 /// Each room's connections: (id, queue to the connection's writer).
@@ -52,6 +58,7 @@ type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>>>;
 /// Serves until killed.
 pub async fn run(opts: &Opts) -> Result<()> {
     let log = match &opts.durable {
+        Some(dir) if opts.inline => Some(Log::open_inline(dir)?),
         Some(dir) => Some(Log::open(dir)?),
         None => None,
     };
@@ -71,23 +78,40 @@ pub async fn run(opts: &Opts) -> Result<()> {
     }
 }
 
-/// The durable relay's log: one thread appends frames to a file and `fdatasync`s it, a group
-/// of frames per sync (whatever queued while the last sync ran), then answers each frame's
-/// sender, as a store's writer thread does.
+/// The durable relay's log: frames appended to a file and `fdatasync`ed before they are
+/// relayed.
 #[derive(Clone)]
-struct Log(std::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<()>)>);
+enum Log {
+    /// One thread writes and syncs, a group of frames per sync (whatever queued while the last
+    /// sync ran), then answers each frame's sender, as a store's writer thread does.
+    Thread(std::sync::mpsc::Sender<(Bytes, tokio::sync::oneshot::Sender<()>)>),
+    /// The appending task writes and syncs itself, blocking its runtime thread meanwhile: no
+    /// other thread to wake, and none to wake it.
+    Inline(Arc<Mutex<std::fs::File>>),
+}
 
 impl Log {
-    fn open(dir: &std::path::Path) -> Result<Self> {
-        use std::io::Write;
+    /// The log file in `dir` (made if missing), opened for appending.
+    fn file(dir: &std::path::Path) -> Result<(std::path::PathBuf, std::fs::File)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the relay's log directory {}", dir.display()))?;
         let path = dir.join(format!("relay-{}.log", std::process::id()));
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening the relay's log {}", path.display()))?;
+        Ok((path, file))
+    }
+
+    /// A log written by the task that appends, on its runtime thread (`--inline`).
+    fn open_inline(dir: &std::path::Path) -> Result<Self> {
+        Ok(Self::Inline(Arc::new(Mutex::new(Self::file(dir)?.1))))
+    }
+
+    fn open(dir: &std::path::Path) -> Result<Self> {
+        use std::io::Write;
+        let (path, mut file) = Self::file(dir)?;
         let (tx, rx) = std::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<()>)>();
         std::thread::Builder::new()
             .name("relay-log".into())
@@ -110,14 +134,26 @@ impl Log {
                     }
                 }
             })?;
-        Ok(Self(tx))
+        Ok(Self::Thread(tx))
     }
 
     /// Returns once `frame` is on the disk.
     async fn append(&self, frame: Bytes) {
-        let (answer, done) = tokio::sync::oneshot::channel();
-        if self.0.send((frame, answer)).is_ok() {
-            let _ = done.await;
+        match self {
+            Self::Thread(log) => {
+                let (answer, done) = tokio::sync::oneshot::channel();
+                if log.send((frame, answer)).is_ok() {
+                    let _ = done.await;
+                }
+            }
+            Self::Inline(file) => {
+                use std::io::Write;
+                let mut file = file.lock().unwrap();
+                if let Err(e) = file.write_all(&frame).and_then(|()| file.sync_data()) {
+                    eprintln!("relay: writing the log: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }
@@ -219,29 +255,37 @@ mod tests {
     use super::*;
 
     /// The durable relay's whole point: a frame is relayed only once it is in the log, and
-    /// frames appended together (one sync for the group) all land.
+    /// frames appended together (one sync for the group) all land; written by the log's thread
+    /// or inline alike.
     #[tokio::test]
     async fn a_frame_is_in_the_log_when_append_returns() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("plait-relay-log-{}", std::process::id()));
-        let log = Log::open(&dir)?;
-        let file = dir.join(format!("relay-{}.log", std::process::id()));
-        log.append(Bytes::from_static(b"first")).await;
-        assert_eq!(std::fs::read(&file)?, b"first");
-        let frames = (0..20).map(|i| {
-            let log = log.clone();
-            tokio::spawn(async move { log.append(Bytes::from(format!("<{i}>"))).await })
-        });
-        for appended in frames.collect::<Vec<_>>() {
-            appended.await?;
+        for inline in [false, true] {
+            let dir = std::env::temp_dir()
+                .join(format!("plait-relay-log-{}-{inline}", std::process::id()));
+            let log = if inline {
+                Log::open_inline(&dir)?
+            } else {
+                Log::open(&dir)?
+            };
+            let file = dir.join(format!("relay-{}.log", std::process::id()));
+            log.append(Bytes::from_static(b"first")).await;
+            assert_eq!(std::fs::read(&file)?, b"first", "inline: {inline}");
+            let frames = (0..20).map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(Bytes::from(format!("<{i}>"))).await })
+            });
+            for appended in frames.collect::<Vec<_>>() {
+                appended.await?;
+            }
+            let written = String::from_utf8(std::fs::read(&file)?)?;
+            for i in 0..20 {
+                assert!(
+                    written.contains(&format!("<{i}>")),
+                    "frame {i} missing (inline: {inline}): {written}"
+                );
+            }
+            std::fs::remove_dir_all(&dir)?;
         }
-        let written = String::from_utf8(std::fs::read(&file)?)?;
-        for i in 0..20 {
-            assert!(
-                written.contains(&format!("<{i}>")),
-                "frame {i} missing: {written}"
-            );
-        }
-        std::fs::remove_dir_all(&dir)?;
         Ok(())
     }
 }
