@@ -51,7 +51,6 @@ start_kind() {
     relay-hold) start_relay "$2" --hold-us 1000 ;;
     relay-durable) start_relay "$2" --durable "$TMP/store-$2" ;;
     relay-durable-inline) start_relay "$2" --durable "$TMP/store-$2" --inline ;;
-    relay-direct) start_relay "$2" --direct ;;
     relay-durable-shm) start_relay "$2" --durable "$SHM-$2" ;;
     plait) start_plait "$ROOT/target/release/plait" "$2" "$TMP/store-$2" "$TMP/plait.log" ;;
     plait-relaxed) DURABILITY=relaxed-may-lose-recent-edits \

@@ -50,33 +50,10 @@ pub struct Opts {
     /// it, instead of on the log's own thread.
     #[arg(long, requires = "durable")]
     inline: bool,
-    /// Write each frame straight to a receiver's socket from the sender's task when that
-    /// receiver has nothing queued, instead of waking its writer task.
-    #[arg(long)]
-    direct: bool,
 }
 
-/// Each room's connections.
-type Rooms = Arc<Mutex<HashMap<String, Vec<Peer>>>>;
-
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    Message,
->;
-
-/// A connection as its room sees it.
-#[derive(Clone)]
-struct Peer {
-    id: u64,
-    /// The queue to the connection's writer.
-    queue: mpsc::Sender<Bytes>,
-    /// With `--direct`: the socket, and how many frames are queued or in the writer's hands
-    /// (a frame is written directly only at 0, so no frame passes one queued before it).
-    direct: Option<(
-        Arc<tokio::sync::Mutex<Sink>>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    )>,
-}
+/// Each room's connections: (id, queue to the connection's writer).
+type Rooms = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>>>;
 
 /// Serves until killed.
 pub async fn run(opts: &Opts) -> Result<()> {
@@ -97,15 +74,7 @@ pub async fn run(opts: &Opts) -> Result<()> {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
         let id = next.fetch_add(1, Ordering::Relaxed);
-        let served = serve(stream, id, rooms.clone(), log.clone(), hold, opts.direct);
-        if opts.direct {
-            // A direct fan-out writes to hundreds of sockets in one poll of the sender's task:
-            // past tokio's cooperative budget (128 operations a poll) every socket would answer
-            // "not now" and leave the frame to its writer after all.
-            tokio::spawn(tokio::task::unconstrained(served));
-        } else {
-            tokio::spawn(served);
-        }
+        tokio::spawn(serve(stream, id, rooms.clone(), log.clone(), hold));
     }
 }
 
@@ -197,7 +166,6 @@ async fn serve(
     rooms: Rooms,
     log: Option<Log>,
     hold: Option<std::time::Duration>,
-    direct: bool,
 ) {
     let mut path = String::new();
     let callback = |req: &Request, resp: Response| {
@@ -215,34 +183,35 @@ async fn serve(
         return;
     };
     let room = path;
-    let (sink, mut source) = ws.split();
-    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
-    let (writer, direct) = if direct {
-        let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let writer = tokio::spawn(write_shared(sink.clone(), pending.clone(), rx));
-        (writer, Some((sink, pending)))
-    } else {
-        (tokio::spawn(write(sink, rx)), None)
-    };
-    let me = Peer {
-        id,
-        queue: tx,
-        direct,
-    };
+    let (mut sink, mut source) = ws.split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
     rooms
         .lock()
         .unwrap()
         .entry(room.clone())
         .or_default()
-        .push(me.clone());
+        .push((id, tx.clone()));
+    // The writer: every queued frame, then one flush.
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 64).await > 0 {
+            for frame in batch.drain(..) {
+                if sink.feed(Message::Binary(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
     while let Some(Ok(message)) = source.next().await {
         let Message::Binary(frame) = message else {
             continue;
         };
         if frame.starts_with(&[0, 0]) {
             // An empty sync step 2, the answer to every sync step 1.
-            if !me.send(&crate::client::step2_empty()) {
+            if tx.try_send(crate::client::step2_empty()).is_err() {
                 break;
             }
             continue;
@@ -256,9 +225,9 @@ async fn serve(
         let mut slow = Vec::new();
         {
             let rooms = rooms.lock().unwrap();
-            for peer in rooms.get(&room).into_iter().flatten() {
-                if peer.id != id && !peer.send(&frame) {
-                    slow.push(peer.id);
+            for (other, queue) in rooms.get(&room).into_iter().flatten() {
+                if *other != id && queue.try_send(frame.clone()).is_err() {
+                    slow.push(*other);
                 }
             }
         }
@@ -270,103 +239,11 @@ async fn serve(
     writer.abort();
 }
 
-/// The writer: every queued frame, then one flush.
-async fn write(mut sink: Sink, mut rx: mpsc::Receiver<Bytes>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        for frame in batch.drain(..) {
-            if sink.feed(Message::Binary(frame)).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The writer of a `--direct` connection: as [`write`], through the socket it shares with
-/// senders; an empty frame asks it to flush what a sender could not.
-async fn write_shared(
-    sink: Arc<tokio::sync::Mutex<Sink>>,
-    pending: Arc<std::sync::atomic::AtomicUsize>,
-    mut rx: mpsc::Receiver<Bytes>,
-) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 64).await > 0 {
-        let taken = batch.len();
-        let mut sink = sink.lock().await;
-        for frame in batch.drain(..).filter(|frame| !frame.is_empty()) {
-            if sink.feed(Message::Binary(frame)).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-        drop(sink);
-        pending.fetch_sub(taken, Ordering::Release);
-    }
-}
-
-impl Peer {
-    /// Queues `frame` for the connection, or writes it now (`--direct`); false if the
-    /// connection is too slow or gone.
-    fn send(&self, frame: &Bytes) -> bool {
-        let Some((sink, pending)) = &self.direct else {
-            return self.queue.try_send(frame.clone()).is_ok();
-        };
-        if pending.load(Ordering::Acquire) == 0 {
-            if let Ok(mut sink) = sink.try_lock() {
-                match write_now(&mut sink, frame) {
-                    Some(Ok(true)) => return true,
-                    // Written but not flushed: the writer flushes it.
-                    Some(Ok(false)) => return self.enqueue(pending, Bytes::new()),
-                    Some(Err(())) => return false,
-                    None => {}
-                }
-            }
-        }
-        self.enqueue(pending, frame.clone())
-    }
-
-    fn enqueue(&self, pending: &std::sync::atomic::AtomicUsize, frame: Bytes) -> bool {
-        pending.fetch_add(1, Ordering::AcqRel);
-        self.queue.try_send(frame).is_ok()
-    }
-}
-
-/// Writes `frame` to the socket without waiting: `None` if the socket cannot take it now,
-/// `Some(Ok(flushed))` once it is written, `Some(Err(()))` if the connection failed.
-fn write_now(sink: &mut Sink, frame: &Bytes) -> Option<Result<bool, ()>> {
-    use futures_util::Sink as _;
-    use std::task::{Context, Poll};
-    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-    let mut sink = std::pin::Pin::new(sink);
-    match sink.as_mut().poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(_)) => return Some(Err(())),
-        Poll::Pending => return None,
-    }
-    if sink
-        .as_mut()
-        .start_send(Message::Binary(frame.clone()))
-        .is_err()
-    {
-        return Some(Err(()));
-    }
-    Some(match sink.poll_flush(&mut cx) {
-        Poll::Ready(Ok(())) => Ok(true),
-        Poll::Ready(Err(_)) => Err(()),
-        Poll::Pending => Ok(false),
-    })
-}
-
 /// Removes connections from a room; dropping their queue ends their writer.
 fn leave(rooms: &Rooms, room: &str, ids: &[u64]) {
     let mut rooms = rooms.lock().unwrap();
     if let Some(members) = rooms.get_mut(room) {
-        members.retain(|peer| !ids.contains(&peer.id));
+        members.retain(|(id, _)| !ids.contains(id));
         if members.is_empty() {
             rooms.remove(room);
         }
