@@ -616,10 +616,13 @@ pub(crate) fn write_loop(
         tokio::pin!(timer);
         // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
         let mut batch = Vec::new();
+        let mut close_waker = None;
         let failed = loop {
             let close = tokio::select! {
                 biased;
-                close = std::future::poll_fn(|cx| control.poll_closed(cx)) => Some(close),
+                close = std::future::poll_fn(|cx| control.poll_closed(cx, &mut close_waker)) => {
+                    Some(close)
+                }
                 n = outbox.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         None

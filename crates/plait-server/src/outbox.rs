@@ -51,11 +51,23 @@ impl CloseSignal {
     }
 
     /// The reason, once one is set; until then wakes the task polling it (only one task,
-    /// the connection's writer, may) when one is.
-    pub(crate) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<Close> {
+    /// the connection's writer, may) when one is. `registered` is the caller's record of the
+    /// waker it last registered: the writer polls this once per frame written, and the
+    /// registration (two atomic operations on a line the room's thread also writes) is
+    /// skipped while the waker is the same. Only a close takes the waker out, and a close
+    /// is seen before the registration is looked at.
+    pub(crate) fn poll_closed(
+        &self,
+        cx: &mut Context<'_>,
+        registered: &mut Option<Waker>,
+    ) -> Poll<Close> {
         if let Some(reason) = self.0.reason.get() {
             return Poll::Ready(*reason);
         }
+        if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        *registered = Some(cx.waker().clone());
         self.0.writer.register(cx.waker());
         // Looked at again: a close between the first look and the registration woke no one.
         match self.0.reason.get() {
@@ -450,7 +462,8 @@ mod tests {
             .collect();
         let writer = signal.clone();
         waiters.push(tokio::spawn(async move {
-            std::future::poll_fn(|cx| writer.poll_closed(cx)).await
+            let mut registered = None;
+            std::future::poll_fn(|cx| writer.poll_closed(cx, &mut registered)).await
         }));
         tokio::task::yield_now().await;
         assert!(!signal.is_closed());
@@ -459,6 +472,50 @@ mod tests {
             let woke = tokio::time::timeout(std::time::Duration::from_secs(5), w).await;
             assert_eq!(woke.unwrap().unwrap(), Close::GOING_AWAY);
         }
+    }
+
+    /// The writer polls `poll_closed` once per frame written and registers its waker again
+    /// only when the waker changed: a close still wakes it after polls that skipped the
+    /// registration, and wakes the waker it was last polled with.
+    #[test]
+    fn a_close_wakes_the_writers_latest_waker_after_skipped_registrations() {
+        #[derive(Default)]
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let woken = |c: &Count| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (first_waker, second_waker) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        let signal = CloseSignal::default();
+        let mut registered = None;
+        for _ in 0..3 {
+            let mut cx = Context::from_waker(&first_waker);
+            assert!(signal.poll_closed(&mut cx, &mut registered).is_pending());
+        }
+        signal.close(Close::GOING_AWAY);
+        assert_eq!(
+            woken(&first),
+            1,
+            "the registered waker is woken by the close"
+        );
+        let mut cx = Context::from_waker(&second_waker);
+        assert_eq!(
+            signal.poll_closed(&mut cx, &mut registered),
+            Poll::Ready(Close::GOING_AWAY)
+        );
+
+        let signal = CloseSignal::default();
+        let mut registered = None;
+        for waker in [&first_waker, &second_waker, &second_waker] {
+            let mut cx = Context::from_waker(waker);
+            assert!(signal.poll_closed(&mut cx, &mut registered).is_pending());
+        }
+        signal.close(Close::GOING_AWAY);
+        assert_eq!(woken(&second), 1, "the latest waker is woken");
+        assert_eq!(woken(&first), 1, "an earlier waker is not woken again");
     }
 
     #[tokio::test]
