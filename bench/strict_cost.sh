@@ -11,6 +11,10 @@
 #   bench/strict_cost.sh
 #   ROUNDS=5 SECS=20 bench/strict_cost.sh
 #   PLAIT_BIN=/path/to/plait bench/strict_cost.sh     another build
+#   KINDS="relay relay-durable strict-disk relaxed" bench/strict_cost.sh
+#                                  any of start_kind's relay kinds (bench/common.sh) beside
+#                                  plait's: what an edit costs a server that keeps nothing, and
+#                                  one that keeps it the simplest way
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -20,20 +24,23 @@ WRITERS=${WRITERS:-2}
 RATE=${RATE:-100}
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-10}
+KINDS=${KINDS:-"strict-disk strict-tmpfs relaxed"}
 setup_run strict-cost
 PLAIT_BIN=${PLAIT_BIN:-$ROOT/target/release/plait}
 SHM=$(mktemp -d -p /dev/shm)
-trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP" "$SHM"' EXIT
+trap '[[ -n $PID ]] && kill "$PID" 2>/dev/null; rm -rf "$TMP" "$SHM" "$SHM"-*' EXIT
 SKIP=$( [[ -f $OUT ]] && wc -l <"$OUT" || echo 0 )
 PORT=17700
 for round in $(seq 1 "$ROUNDS"); do
-  for kind in strict-disk strict-tmpfs relaxed; do
+  for kind in $KINDS; do
     PORT=$((PORT + 1))
     case $kind in
       strict-disk) start_plait "$PLAIT_BIN" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
       strict-tmpfs) start_plait "$PLAIT_BIN" "$PORT" "$SHM/store-$PORT" "$TMP/plait.log" ;;
       relaxed) DURABILITY=relaxed-may-lose-recent-edits \
         start_plait "$PLAIT_BIN" "$PORT" "$TMP/store-$PORT" "$TMP/plait.log" ;;
+      relay*) start_kind "$kind" "$PORT" ;;
+      *) echo "KINDS: strict-disk, strict-tmpfs, relaxed or a relay kind, not $kind" >&2; exit 2 ;;
     esac
     PID=$!
     wait_port "$PORT"
