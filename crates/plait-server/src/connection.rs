@@ -21,7 +21,7 @@ use crate::access::{self, Access, ConnPermit, ConnPolicy, Grant};
 use crate::conn::{Close, ConnId};
 use crate::hub::HubError;
 use crate::metrics as m;
-use crate::outbox::{self, CloseSignal, OutboxRx};
+use crate::outbox::{self, CloseSignal, CloseWatch, OutboxRx};
 use crate::room::{Confirm, Inbound, Joining, MemberLink, RoomCmd, RoomHandle};
 use crate::Shared;
 
@@ -616,13 +616,11 @@ pub(crate) fn write_loop(
         tokio::pin!(timer);
         // Allocated per wake-up and freed after the flush: an idle connection keeps no buffer.
         let mut batch = Vec::new();
-        let mut close_waker = None;
+        let mut closed = CloseWatch::new(control);
         let failed = loop {
             let close = tokio::select! {
                 biased;
-                close = std::future::poll_fn(|cx| control.poll_closed(cx, &mut close_waker)) => {
-                    Some(close)
-                }
+                close = std::future::poll_fn(|cx| closed.poll_closed(cx)) => Some(close),
                 n = outbox.recv_many(&mut batch, 64) => {
                     if n == 0 {
                         None
@@ -689,7 +687,7 @@ pub(crate) fn write_loop(
         if failed == WriteFailed::Timeout {
             metrics::counter!(m::WRITE_TIMEOUTS).increment(1);
             info!("a write passed its deadline: the peer stopped reading; dropping the socket");
-            control.close(WRITE_TIMEOUT);
+            closed.signal().close(WRITE_TIMEOUT);
         }
     }
 }
